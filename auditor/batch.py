@@ -1,0 +1,46 @@
+"""What a check's `measure` sees: one batch of samples, the model, and cached explanations."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .explain import ExplanationCache
+
+
+@dataclass
+class Batch:
+    """One batch. ``x`` is ``[B,C,H,W]`` in [0, 1] on the audit device.
+
+    ``target`` is the class explained (predicted or label, as the spec says); ``label`` and ``mask``
+    (``[B,H,W]`` bool ground-truth object masks) are None when the data has none.
+    """
+
+    x: torch.Tensor
+    target: torch.Tensor
+    prediction: torch.Tensor
+    sample_ids: tuple[str, ...]
+    model: torch.nn.Module
+    seed: int
+    label: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+    num_classes: int = 0
+    cache: ExplanationCache = field(default=None, repr=False)  # type: ignore[assignment]
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def explain(self, explainer: str, model: torch.nn.Module | None = None,
+                target: torch.Tensor | None = None, x: torch.Tensor | None = None,
+                variant: str | None = "original") -> torch.Tensor:
+        """Maps ``[B,H,W]`` of `explainer` (a spec label).
+
+        Defaults: the audited model, the batch's targets and inputs. Results are cached and shared
+        between checks under `variant`; pass ``variant=None`` for one-off models or inputs.
+        """
+        if (model is not None or x is not None) and variant == "original":
+            variant = None  # a different model or input is never the original explanation
+        return self.cache.explain(explainer, self.model if model is None else model,
+                                  self.x if x is None else x,
+                                  self.target if target is None else target,
+                                  self.sample_ids, variant)

@@ -1,0 +1,82 @@
+"""The check protocol: per-batch `measure` (map) and `conclude` (reduce) into a verdict.
+
+`measure` must be pure (no global state) and return one small JSON-able record per sample, so
+records can be streamed, saved per batch, or computed on remote workers. `conclude` turns all
+records of one check x explainer cell into metrics, evidence (tables, curves) and a verdict.
+"""
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from .batch import Batch
+from .explain import Params
+
+
+class Verdict(str, enum.Enum):
+    PASS = "PASS"
+    FAIL = "FAIL"
+    ERROR = "ERROR"      # the check could not run; `reason` says why
+    SKIPPED = "SKIPPED"  # the check does not apply; `reason` says why
+
+
+@dataclass
+class Conclusion:
+    """Result of one check x explainer cell. `evidence` holds JSON-able tables and curves."""
+
+    verdict: Verdict
+    reason: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+class Check:
+    """Subclass, set `name`, define nested `Params` / `Thresholds` models, implement the two steps.
+
+    Thresholds are a pydantic model whose defaults are documented (with their source) in the
+    field descriptions; the spec's ``thresholds`` mapping overrides them.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    needs_labels: ClassVar[bool] = False
+    needs_masks: ClassVar[bool] = False
+    Params: ClassVar[type[Params]] = Params
+    Thresholds: ClassVar[type[Params]] = Params
+
+    def __init__(self, params: Params | None = None, thresholds: Params | None = None):
+        self.params = params if params is not None else self.Params()
+        self.thresholds = thresholds if thresholds is not None else self.Thresholds()
+
+    def measure(self, batch: Batch, explainer: str) -> list[dict[str, Any]]:
+        """Return one record per sample of `batch` for explainer label `explainer`."""
+        raise NotImplementedError
+
+    def conclude(self, records: list[dict[str, Any]], explainer: str) -> Conclusion:
+        """Aggregate every record of the audit into metrics, evidence and a verdict."""
+        raise NotImplementedError
+
+
+class CheckOutputError(RuntimeError):
+    """A check broke the protocol (wrong record count, NaN metric, wrong return type)."""
+
+
+def validated_records(records: object, batch_size: int, who: str) -> list[dict[str, Any]]:
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise CheckOutputError(f"{who}.measure returned {type(records).__name__}, expected list[dict]")
+    if len(records) != batch_size:
+        raise CheckOutputError(f"{who}.measure returned {len(records)} records for {batch_size} samples")
+    return records
+
+
+def validated_conclusion(result: object, who: str) -> Conclusion:
+    if not isinstance(result, Conclusion):
+        raise CheckOutputError(f"{who}.conclude returned {type(result).__name__}, expected Conclusion")
+    result.verdict = Verdict(result.verdict)
+    for key, value in result.metrics.items():
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise CheckOutputError(f"{who}.conclude returned metric {key}={value!r}, expected a finite number")
+    return result

@@ -1,0 +1,102 @@
+"""The ``auditor`` command: run, validate, schema, plugins.
+
+Exit codes: 0 every check passed, 1 a check failed or could not run, 2 the audit could not run
+(bad spec, missing file, plugin conflict); errors are one line on stderr, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+from .errors import AuditorError
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .engine import run_audit
+    from .results import verdict_table
+    from .spec import load_spec
+
+    spec = load_spec(args.spec)
+    results = run_audit(spec, Path(args.spec).parent, output_dir=args.output,
+                        progress=not args.quiet)
+    print(verdict_table(results))
+    print(f"results: {results['output_directory']}")
+    return 0 if results["verdict"] == "PASS" else 1
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from .plugins import load_registry
+    from .spec import load_spec
+
+    spec = load_spec(args.spec)
+    registry = load_registry()
+    registry.make_explainers(spec)
+    registry.make_checks(spec)
+    print(f"{args.spec}: valid ({len(spec.explainers)} explainers, {len(spec.checks)} checks)")
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from .spec import AuditSpec
+
+    print(json.dumps(AuditSpec.model_json_schema(), indent=2))
+    return 0
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    from .plugins import load_registry
+
+    registry = load_registry()
+    rows = [("kind", "name", "version", "distribution")]
+    rows += [(p.kind, p.name, p.version, p.distribution) for p in registry.describe()]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    for name, why in registry.failed.items():
+        print(f"failed to load: {name}: {why}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="auditor", description="Audit the explanations of an "
+                                     "image classifier against a YAML spec.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run an audit; write results.json and junit.xml")
+    run.add_argument("spec", help="audit spec (YAML)")
+    run.add_argument("--output", type=Path, help="output directory (default: from the spec)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(func=_run)
+    validate = sub.add_parser("validate", help="check a spec without running it")
+    validate.add_argument("spec")
+    validate.set_defaults(func=_validate)
+    sub.add_parser("schema", help="print the JSON Schema of the spec").set_defaults(func=_schema)
+    sub.add_parser("plugins", help="list explainers and checks").set_defaults(func=_plugins)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            for noise in ("Input Tensor 0 did not already require gradients",
+                          "Setting backward hooks on ReLU activations"):  # Captum's chatter
+                warnings.filterwarnings("ignore", message=noise)
+            return args.func(args)
+    except AuditorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an unexpected failure still gets one line, not a traceback
+        print(f"error: the audit could not run: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

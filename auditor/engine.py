@@ -1,0 +1,252 @@
+"""Orchestration: predictions in one pass, then explain + measure per batch, then conclude.
+
+    spec -> model + data -> predictions -> per batch: explanations (cached) -> check.measure
+         -> per cell: check.conclude -> results.json, junit.xml
+
+A plugin that raises or breaks the protocol turns only its own check x explainer cell into ERROR.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import random
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .batch import Batch
+from .check import Check, Conclusion, Verdict, validated_conclusion, validated_records
+from .errors import AuditorError, SpecError
+from .explain import ExplanationCache
+from .model import prepare
+from .plugins import Registry, load_registry
+from .results import SCHEMA_VERSION, write_json, write_junit
+from .spec import AuditSpec
+
+
+@dataclass
+class Cell:
+    """One check x explainer pair: its records, then its conclusion."""
+
+    check: Check
+    explainer: str
+    records: list[dict[str, Any]] = field(default_factory=list)
+    conclusion: Conclusion | None = None
+    traceback: str = ""
+    seconds: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.conclusion is None
+
+    def fail_with(self, exc: BaseException, stage: str) -> None:
+        frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+        where = f" at {Path(frame.filename).name}:{frame.lineno} in {frame.name}" if frame else ""
+        self.conclusion = Conclusion(Verdict.ERROR, f"{stage} raised {type(exc).__name__}: {exc}{where}")
+        self.traceback = "".join(traceback.format_exception(exc, limit=-6))
+
+
+def resolve_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise SpecError("audit.device", "CUDA was requested but is not available", choice)
+    return torch.device("cuda" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available())
+                        else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def run_audit(spec: AuditSpec, base_dir: Path, registry: Registry | None = None,
+              output_dir: Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Run the audit of `spec`; write the requested outputs; return the results mapping."""
+    clock = {"start": time.perf_counter()}
+    durations: dict[str, float] = {}
+    registry = registry or load_registry()
+    explainers = registry.make_explainers(spec)
+    checks = registry.make_checks(spec)
+    seed_everything(spec.audit.seed)
+    device = resolve_device(spec.audit.device)
+    hook = registry.manager.hook
+    loaded = hook.auditor_load_model(spec=spec.model, base_dir=base_dir)
+    pre = spec.model.preprocessing
+    model = prepare(loaded, pre.mean, pre.std, device)
+    source = hook.auditor_load_data(spec=spec.data, base_dir=base_dir, seed=spec.audit.seed,
+                                    image_size=pre.resize)
+    durations["load"] = _lap(clock)
+
+    samples, data_fingerprint, num_classes = _predict(model, source, spec, device, progress)
+    if not samples:
+        raise AuditorError(f"no readable samples in {spec.data.path}")
+    if spec.data.target == "label" and not source.has_labels:
+        raise SpecError("data.target", "the data has no labels to explain; use 'predicted'", "label")
+    durations["predict"] = _lap(clock)
+
+    cells = [Cell(check, label) for i, check in enumerate(checks)
+             for label in (spec.checks[i].explainers or list(explainers))]
+    for cell in cells:
+        if cell.check.needs_labels and not source.has_labels:
+            cell.conclusion = Conclusion(Verdict.SKIPPED, "needs labels; the data has none")
+        elif cell.check.needs_masks and not source.has_masks:
+            cell.conclusion = Conclusion(Verdict.SKIPPED, "needs object masks; the data has none")
+    _measure(cells, model, source, samples, explainers, spec, device, num_classes, progress)
+    durations["measure"] = _lap(clock)
+    for cell in cells:
+        _conclude(cell)
+    durations["conclude"] = _lap(clock)
+
+    results = _results(spec, registry, loaded, data_fingerprint, samples, cells, durations, device,
+                       source.classes or spec.model.class_names)
+    out = output_dir or spec.output_directory()
+    if "json" in spec.output.formats:
+        write_json(results, out / "results.json")
+    if "junit" in spec.output.formats:
+        write_junit(results, out / "junit.xml")
+    durations["write"] = _lap(clock)
+    durations["total"] = time.perf_counter() - clock["start"]
+    if "json" in spec.output.formats:  # final durations
+        write_json(results, out / "results.json")
+    results["output_directory"] = str(out)
+    return results
+
+
+def _lap(clock: dict[str, float]) -> float:
+    now = time.perf_counter()
+    elapsed = now - clock.get("lap", clock["start"])
+    clock["lap"] = now
+    return elapsed
+
+
+def _bar(iterable: Any, total: int, desc: str, progress: bool) -> Any:
+    return tqdm(iterable, total=total, desc=desc, unit="batch", disable=not progress, leave=False,
+                file=sys.stderr)
+
+
+def _predict(model: torch.nn.Module, source: Any, spec: AuditSpec, device: torch.device,
+             progress: bool) -> tuple[dict[str, dict[str, Any]], str, int]:
+    """One forward pass over the data: prediction and confidence per sample, data fingerprint."""
+    samples: dict[str, dict[str, Any]] = {}
+    digest = hashlib.sha256()
+    num_classes = 0
+    total = -(-len(source) // spec.data.batch_size)
+    with torch.inference_mode():
+        for sb in _bar(source.batches(spec.data.batch_size), total, "predict", progress):
+            probs = model(sb.x.to(device)).float().softmax(dim=1)
+            num_classes = probs.shape[1]
+            confidence, prediction = probs.max(dim=1)
+            for i, sample_id in enumerate(sb.ids):
+                digest.update(f"{sample_id}\0{sb.digests[i]}\n".encode())
+                samples[sample_id] = {
+                    "id": sample_id, "prediction": int(prediction[i]),
+                    "confidence": float(confidence[i]),
+                    "label": None if sb.label is None else int(sb.label[i])}
+    return samples, "sha256:" + digest.hexdigest(), num_classes
+
+
+def _measure(cells: list[Cell], model: torch.nn.Module, source: Any,
+             samples: dict[str, dict[str, Any]], explainers: dict, spec: AuditSpec,
+             device: torch.device, num_classes: int, progress: bool) -> None:
+    total = -(-len(source) // spec.data.batch_size)
+    for sb in _bar(source.batches(spec.data.batch_size), total, "explain+measure", progress):
+        if not any(cell.active for cell in cells):
+            break
+        key = "label" if spec.data.target == "label" else "prediction"
+        target = torch.tensor([samples[i][key] for i in sb.ids], device=device)
+        prediction = torch.tensor([samples[i]["prediction"] for i in sb.ids], device=device)
+        batch = Batch(x=sb.x.to(device), target=target, prediction=prediction, sample_ids=sb.ids,
+                      model=model, seed=spec.audit.seed, num_classes=num_classes,
+                      label=None if sb.label is None else sb.label.to(device),
+                      mask=None if sb.mask is None else sb.mask.to(device),
+                      cache=ExplanationCache(explainers))
+        for cell in cells:
+            if not cell.active:
+                continue
+            started = time.perf_counter()
+            try:
+                who = f"check {cell.check.name!r} on {cell.explainer!r}"
+                records = validated_records(cell.check.measure(batch, cell.explainer), len(batch), who)
+                cell.records.extend({"sample": sid, **rec} for sid, rec in zip(sb.ids, records))
+            except Exception as exc:
+                cell.fail_with(exc, "measure")
+            cell.seconds += time.perf_counter() - started
+
+
+def _conclude(cell: Cell) -> None:
+    if not cell.active:
+        return
+    started = time.perf_counter()
+    try:
+        result = cell.check.conclude(cell.records, cell.explainer)
+        cell.conclusion = validated_conclusion(result, f"check {cell.check.name!r}")
+    except Exception as exc:
+        cell.fail_with(exc, "conclude")
+    cell.seconds += time.perf_counter() - started
+
+
+def overall_verdict(verdicts: list[str]) -> str:
+    """FAIL if any cell failed, else ERROR if any could not run, else PASS (SKIPPED is neutral)."""
+    for worst in ("FAIL", "ERROR"):
+        if worst in verdicts:
+            return worst
+    return "PASS"
+
+
+def _results(spec: AuditSpec, registry: Registry, loaded: Any, data_fingerprint: str,
+             samples: dict[str, dict[str, Any]], cells: list[Cell], durations: dict[str, float],
+             device: torch.device, class_names: list[str] | None) -> dict[str, Any]:
+    cell_results = []
+    for cell in cells:
+        c, check = cell.conclusion, cell.check
+        cell_results.append({
+            "check": check.name, "explainer": cell.explainer, "verdict": c.verdict.value,
+            "reason": c.reason, "metrics": c.metrics, "evidence": c.evidence,
+            "thresholds": check.thresholds.model_dump(), "params": check.params.model_dump(),
+            "records": cell.records, "traceback": cell.traceback, "seconds": cell.seconds})
+    labelled = [s for s in samples.values() if s["label"] is not None]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "audit": {"name": spec.audit.name, "seed": spec.audit.seed,
+                  "date": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+        "verdict": overall_verdict([c["verdict"] for c in cell_results]),
+        "spec": spec.model_dump(mode="json"),
+        "model": {"fingerprint": loaded.fingerprint, "source": loaded.source},
+        "data": {"fingerprint": data_fingerprint, "samples": len(samples), "classes": class_names,
+                 "accuracy": (sum(s["label"] == s["prediction"] for s in labelled) / len(labelled)
+                              if labelled else None)},
+        "environment": _environment(registry, device),
+        "durations": durations,
+        "cells": cell_results,
+        "samples": list(samples.values()),
+    }
+
+
+def _environment(registry: Registry, device: torch.device) -> dict[str, Any]:
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "python": platform.python_version(),
+        "versions": {d: version(d) for d in ("xai-auditor", "torch", "torchvision", "captum",
+                                             "numpy", "scipy", "pydantic", "pluggy")},
+        "plugins": [{"kind": p.kind, "name": p.name, "distribution": p.distribution,
+                     "version": p.version, "module": p.module} for p in registry.describe()],
+        "plugins_failed": registry.failed,
+        "platform": platform.platform(), "machine": platform.machine(),
+        "cpu_count": os.cpu_count(), "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+    }

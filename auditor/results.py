@@ -1,0 +1,89 @@
+"""results.json (everything the report shows, schema-versioned) and JUnit XML, written atomically."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree as ET
+
+import numpy as np
+import torch
+
+SCHEMA_VERSION = "1.0"
+
+
+def to_jsonable(value: Any) -> Any:
+    """Plain JSON types from numpy/torch values; non-finite floats become None."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return to_jsonable(value.detach().cpu().tolist())
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return to_jsonable(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "value") and isinstance(getattr(value, "value"), str):  # enums
+        return value.value
+    return value
+
+
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """Write to a temporary file in the same directory, then rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text.encode("utf-8") if isinstance(text, str) else text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(results: dict[str, Any], path: Path) -> None:
+    write_atomic(path, json.dumps(to_jsonable(results), indent=1, allow_nan=False))
+
+
+def junit_xml(results: dict[str, Any]) -> str:
+    """One testcase per check x explainer; FAIL -> <failure>, ERROR -> <error>, SKIPPED -> <skipped>."""
+    cells = results["cells"]
+    suite = ET.Element("testsuite", name=results["audit"]["name"], tests=str(len(cells)),
+                       failures=str(sum(c["verdict"] == "FAIL" for c in cells)),
+                       errors=str(sum(c["verdict"] == "ERROR" for c in cells)),
+                       skipped=str(sum(c["verdict"] == "SKIPPED" for c in cells)),
+                       time=f"{results['durations'].get('total', 0.0):.3f}")
+    for cell in cells:
+        case = ET.SubElement(suite, "testcase", classname=cell["check"], name=cell["explainer"],
+                             time=f"{cell.get('seconds', 0.0):.3f}")
+        tag = {"FAIL": "failure", "ERROR": "error", "SKIPPED": "skipped"}.get(cell["verdict"])
+        if tag:
+            ET.SubElement(case, tag, message=cell["reason"]).text = cell.get("traceback") or cell["reason"]
+        else:
+            ET.SubElement(case, "system-out").text = cell["reason"]
+    root = ET.Element("testsuites", name="xai-auditor")
+    root.append(suite)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def write_junit(results: dict[str, Any], path: Path) -> None:
+    write_atomic(path, junit_xml(results))
+
+
+def verdict_table(results: dict[str, Any]) -> str:
+    """A short plain-text table of the verdicts, for the terminal."""
+    rows = [("check", "explainer", "verdict", "reason")]
+    rows += [(c["check"], c["explainer"], c["verdict"], c["reason"]) for c in results["cells"]]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in rows]
+    lines.append(f"overall: {results['verdict']}")
+    return "\n".join(lines)

@@ -1,0 +1,77 @@
+import copy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures"
+QUICKSTART = ROOT / "examples" / "quickstart"
+
+
+def run_cli(*args: str, pythonpath: Path | None = None) -> tuple[int, str, str]:
+    """Run `auditor` in a subprocess (with `pythonpath` prepended); return (code, stdout, stderr)."""
+    import os
+    import subprocess
+
+    env = dict(os.environ)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, "-m", "auditor.cli", *args], capture_output=True,
+                          text=True, cwd=ROOT, env=env)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    """A tiny audit: the tiny CNN (factory + state_dict), 6 images in a CSV manifest with masks."""
+    root = tmp_path_factory.mktemp("tiny")
+    sys.path.insert(0, str(FIXTURES))
+    from tiny_model import build
+
+    torch.save(build().state_dict(), root / "tiny.pt")
+    rng = np.random.default_rng(0)
+    (root / "img").mkdir()
+    rows = ["path,label,mask"]
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root / "img" / f"{i}.png")
+        mask = np.zeros((16, 16), np.uint8)
+        mask[4:12, 4:12] = 255
+        Image.fromarray(mask).save(root / "img" / f"{i}_m.png")
+        rows.append(f"img/{i}.png,{['a', 'b', 'c'][i % 3]},img/{i}_m.png")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def tiny_spec_dict(root: Path, **sections) -> dict:
+    spec = {
+        "audit": {"name": "tiny", "seed": 0, "device": "cpu"},
+        "model": {"factory": str(FIXTURES / "tiny_model.py") + ":build", "weights": "tiny.pt",
+                  "preprocessing": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}},
+        "data": {"path": "manifest.csv", "batch_size": 4},
+        "explainers": [{"name": "gradient"}],
+        "checks": [{"name": "sanity_randomization"}],
+        "output": {"directory": str(root / "out")},
+    }
+    spec.update(copy.deepcopy(sections))
+    return spec
+
+
+def write_spec(root: Path, spec: dict, name: str = "spec.yaml") -> Path:
+    path = root / name
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.fixture
+def tiny_spec(tiny_dir, tmp_path):
+    """Factory: a spec file in `tiny_dir` with sections overridden; output goes to tmp_path."""
+    def make(**sections) -> Path:
+        spec = tiny_spec_dict(tiny_dir, **sections)
+        spec["output"] = sections.get("output", {"directory": str(tmp_path / "out")})
+        return write_spec(tiny_dir, spec, f"spec_{tmp_path.name}.yaml")
+    return make

@@ -1,0 +1,134 @@
+"""Baseline explainers: protocol, agreement with hand-written references, batching."""
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from auditor.explain import ExplanationCache, validated
+from auditor.model import LoadedModel, prepare
+from auditor.plugins import load_registry
+
+from conftest import FIXTURES
+
+sys.path.insert(0, str(FIXTURES))
+from tiny_model import build  # noqa: E402
+
+REGISTRY = load_registry()
+NAMES = sorted(REGISTRY.explainers)
+
+
+def make(name, **params):
+    cls = REGISTRY.explainers[name].cls
+    return cls(cls.Params(**params))
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    model = prepare(LoadedModel(build(), "", ""), (0.5,) * 3, (0.5,) * 3, torch.device("cpu"))
+    x = torch.rand(3, 3, 16, 12)
+    return model, x, torch.tensor([0, 2, 1])
+
+
+def input_grad(model, x, target):
+    x = x.clone().requires_grad_(True)
+    model(x).gather(1, target[:, None]).sum().backward()
+    return x.grad
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_protocol_shape_and_batch_equals_singles(setup, name):
+    model, x, target = setup
+    explainer = make(name)
+    maps = validated(explainer.explain(model, x, target), x, name)
+    assert maps.shape == (3, 16, 12)
+    if name == "smoothgrad":  # its noise draws depend on the batch; tested below instead
+        return
+    singles = torch.cat([explainer.explain(model, x[i:i + 1], target[i:i + 1]) for i in range(3)])
+    assert torch.allclose(maps, singles, atol=1e-5, rtol=1e-4)
+
+
+def test_gradient_and_input_x_gradient(setup):
+    model, x, target = setup
+    grad = input_grad(model, x, target)
+    assert torch.allclose(make("gradient").explain(model, x, target), grad.abs().amax(1), atol=1e-6)
+    assert torch.allclose(make("gradient", channel_reduction="sum").explain(model, x, target), grad.sum(1), atol=1e-6)
+    assert torch.allclose(make("input_x_gradient").explain(model, x, target), (x * grad).sum(1), atol=1e-6)
+
+
+def test_integrated_gradients_completeness(setup):
+    model, x, target = setup
+    maps = make("integrated_gradients", steps=128).explain(model, x, target)
+    logits, base = model(x), model(torch.zeros_like(x))
+    delta = (logits - base).gather(1, target[:, None])[:, 0]
+    assert torch.allclose(maps.flatten(1).sum(1), delta, atol=2e-2 * delta.abs().max().item() + 1e-3)
+
+
+class GuidedReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * (x > 0) * (grad > 0)
+
+
+def test_guided_backprop_matches_hand_written_rule(setup):
+    model, x, target = setup
+    reference = prepare(LoadedModel(build(), "", ""), (0.5,) * 3, (0.5,) * 3, torch.device("cpu"))
+    reference.load_state_dict(model.state_dict())
+    for i, layer in enumerate(reference.net):
+        if isinstance(layer, nn.ReLU):
+            reference.net[i] = type("G", (nn.Module,), {"forward": lambda self, t: GuidedReLU.apply(t)})()
+    expected = input_grad(reference, x, target).sum(1)
+    assert torch.allclose(make("guided_backprop").explain(model, x, target), expected, atol=1e-6)
+
+
+def test_gradcam_matches_definition(setup):
+    model, x, target = setup
+    activations = {}
+    layer = model.net[4]  # the last Conv2d
+    handle = layer.register_forward_hook(lambda m, i, o: activations.setdefault("a", o))
+    xr = x.clone().requires_grad_(True)
+    score = model(xr).gather(1, target[:, None]).sum()
+    handle.remove()
+    a = activations["a"]
+    grads = torch.autograd.grad(score, a)[0]
+    cam = torch.relu((grads.mean(dim=(2, 3), keepdim=True) * a).sum(1, keepdim=True))
+    cam = nn.functional.interpolate(cam, size=(16, 12), mode="bilinear", align_corners=False)[:, 0]
+    assert torch.allclose(make("gradcam").explain(model, x, target), cam.detach(), atol=1e-5)
+    assert torch.allclose(make("gradcam", layer="4").explain(model, x, target), cam.detach(), atol=1e-5)
+    with pytest.raises(ValueError, match="no layer named"):
+        make("gradcam", layer="nope").explain(model, x, target)
+
+
+def test_smoothgrad_seeded_and_not_gradient(setup):
+    model, x, target = setup
+    sg = make("smoothgrad", samples=8)
+    first = sg.explain(model, x, target)
+    assert torch.equal(first, sg.explain(model, x, target))
+    assert not torch.allclose(first, make("gradient").explain(model, x, target))
+    tiny_noise = make("smoothgrad", samples=4, noise_level=1e-6).explain(model, x, target)
+    assert torch.allclose(tiny_noise, make("gradient").explain(model, x, target), atol=1e-4)
+
+
+def test_cache_shares_original_explanations(setup):
+    model, x, target = setup
+    calls = []
+
+    class Counting:
+        def explain(self, m, xx, t):
+            calls.append(1)
+            return xx.sum(1)
+
+    cache = ExplanationCache({"c": Counting()})
+    ids = ("a", "b", "c")
+    one = cache.explain("c", model, x, target, ids, "original")
+    two = cache.explain("c", model, x, target, ids, "original")
+    cache.explain("c", model, x, target, ids, None)
+    cache.explain("c", model, x, torch.tensor([1, 1, 1]), ids, "original")
+    assert one is two and len(calls) == 3

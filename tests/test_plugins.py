@@ -1,0 +1,77 @@
+"""Third-party plugins: installed as real distributions, discovered by entry point, isolated on failure."""
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from auditor.plugins import load_registry
+
+from conftest import FIXTURES, run_cli
+
+
+@pytest.fixture(scope="session")
+def install(tmp_path_factory):
+    """pip-install a fixture package into its own directory (used through PYTHONPATH)."""
+    def go(name: str):
+        target = tmp_path_factory.mktemp(name)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                        "--no-build-isolation", "--target", str(target), str(FIXTURES / name)],
+                       check=True, capture_output=True)
+        return target
+    return go
+
+
+def test_builtins_register_through_entry_points():
+    registry = load_registry()
+    assert {"gradient", "input_x_gradient", "guided_backprop", "integrated_gradients", "smoothgrad",
+            "gradcam"} <= set(registry.explainers)
+    assert registry.checks["sanity_randomization"].distribution == "xai-auditor"
+    assert registry.explainers["gradcam"].module == "auditor_plugins.captum_explainers"
+
+
+def test_plugins_command_lists_third_party(install):
+    site = install("thirdparty_plugin")
+    code, out, _ = run_cli("plugins", pythonpath=site)
+    assert code == 0
+    rows = {tuple(line.split()[:4]) for line in out.splitlines()}
+    assert ("explainer", "center_bias", "0.3.0", "auditor-thirdparty-example") in rows
+    assert ("check", "centre_share", "0.3.0", "auditor-thirdparty-example") in rows
+    assert ("explainer", "gradient", "0.1.0", "xai-auditor") in rows
+
+
+def test_third_party_runs_and_failures_become_error_cells(install, tiny_spec, tmp_path):
+    site = install("thirdparty_plugin")
+    spec = tiny_spec(
+        explainers=[{"name": "gradient"}, {"name": "center_bias", "params": {"width": 0.5}},
+                    {"name": "wrong_shape"}],
+        checks=[{"name": "centre_share"}, {"name": "always_raises", "explainers": ["gradient"]},
+                {"name": "nan_metric", "explainers": ["gradient"]}])
+    code, out, err = run_cli("run", str(spec), "--quiet", pythonpath=site)
+    assert code == 1, err
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    cells = {(c["check"], c["explainer"]): c for c in results["cells"]}
+    assert cells[("centre_share", "gradient")]["verdict"] in ("PASS", "FAIL")
+    assert cells[("centre_share", "center_bias")]["verdict"] == "PASS"  # centre-weighted by design
+    assert len(cells[("centre_share", "center_bias")]["records"]) == 6
+    wrong = cells[("centre_share", "wrong_shape")]
+    assert wrong["verdict"] == "ERROR" and "expected (4, 16, 16)" in wrong["reason"]
+    raised = cells[("always_raises", "gradient")]
+    assert raised["verdict"] == "ERROR" and "boom from a third-party check" in raised["reason"]
+    assert "RuntimeError" in raised["traceback"]
+    nan = cells[("nan_metric", "gradient")]
+    assert nan["verdict"] == "ERROR" and "score=nan" in nan["reason"]
+    assert results["verdict"] == "ERROR" or results["verdict"] == "FAIL"
+    dists = {p["distribution"] for p in results["environment"]["plugins"]}
+    assert dists == {"xai-auditor", "auditor-thirdparty-example"}
+    junit = ET.parse(tmp_path / "out" / "junit.xml").getroot()
+    assert len(junit.findall(".//testcase")) == 5 and len(junit.findall(".//error")) == 3
+    assert "always_raises" in out and "ERROR" in out
+
+
+def test_duplicate_names_name_both_distributions(install):
+    site = install("duplicate_plugin")
+    code, _, err = run_cli("plugins", pythonpath=site)
+    assert code == 2
+    assert "'gradient'" in err and "xai-auditor" in err and "auditor-duplicate-example" in err
