@@ -1,0 +1,118 @@
+"""The engine: results.json content, JUnit, verdict rules, SKIPPED cells, determinism."""
+import json
+import types
+import xml.etree.ElementTree as ET
+
+import pytest
+import torch
+
+import auditor
+from auditor import Check, Conclusion, Verdict
+from auditor.engine import overall_verdict, run_audit
+from auditor.errors import SpecError
+from auditor.plugins import load_registry
+from auditor.spec import load_spec, parse_spec
+
+from conftest import run_cli, tiny_spec_dict
+
+
+class NeedsLabels(Check):
+    name = "needs_labels_check"
+    needs_labels = True
+
+    def measure(self, batch, explainer):
+        return [{"ok": True} for _ in range(len(batch))]
+
+    def conclude(self, records, explainer):
+        return Conclusion(Verdict.PASS, "labels seen", {"n": len(records)})
+
+
+class CountsExplains(Check):
+    """Asks for the same original explanation as the sanity check: it must come from the cache."""
+
+    name = "counts_explains"
+
+    def measure(self, batch, explainer):
+        maps = batch.explain(explainer)
+        return [{"same": bool(maps is batch.explain(explainer))} for _ in range(len(batch))]
+
+    def conclude(self, records, explainer):
+        shared = all(r["same"] for r in records)
+        return Conclusion(Verdict.PASS if shared else Verdict.FAIL, f"shared={shared}")
+
+
+@auditor.hookimpl
+def auditor_checks():
+    return [NeedsLabels, CountsExplains]
+
+
+def registry_with_test_checks():
+    return load_registry(extra=[(types.SimpleNamespace(auditor_checks=auditor_checks), "tests")])
+
+
+def test_results_json_and_junit(tiny_spec, tmp_path):
+    spec_path = tiny_spec(explainers=[{"name": "gradient"}, {"name": "gradcam"}])
+    spec = load_spec(spec_path)
+    results = run_audit(spec, spec_path.parent, progress=False)
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["schema_version"] == "1.0" and saved["spec"]["audit"]["name"] == "tiny"
+    assert saved["model"]["fingerprint"].startswith("sha256:")
+    assert saved["data"]["fingerprint"].startswith("sha256:") and saved["data"]["samples"] == 6
+    assert saved["data"]["classes"] == ["a", "b", "c"]
+    assert {"python", "versions", "plugins", "device"} <= set(saved["environment"])
+    assert saved["environment"]["versions"]["torch"] == torch.__version__.split("+")[0] or \
+        saved["environment"]["versions"]["torch"].startswith(torch.__version__.split("+")[0])
+    assert {"load", "predict", "measure", "conclude", "total"} <= set(saved["durations"])
+    assert [(c["check"], c["explainer"]) for c in saved["cells"]] == [
+        ("sanity_randomization", "gradient"), ("sanity_randomization", "gradcam")]
+    cell = saved["cells"][0]
+    assert len(cell["records"]) == 6 and cell["thresholds"] == {"spearman_abs": 0.5, "ssim": 0.5}
+    assert len(cell["evidence"]["cascading"]["mean"]["spearman_abs"]) == 4  # 4 blocks in the tiny CNN
+    assert len(saved["samples"]) == 6 and results["verdict"] == overall_verdict(
+        [c["verdict"] for c in saved["cells"]])
+    suite = ET.parse(tmp_path / "out" / "junit.xml").getroot().find("testsuite")
+    assert suite.get("tests") == "2"
+    assert int(suite.get("failures")) == sum(c["verdict"] == "FAIL" for c in saved["cells"])
+
+
+def test_same_seed_same_numbers(tiny_spec, tmp_path):
+    spec_path = tiny_spec(explainers=[{"name": "smoothgrad", "params": {"samples": 4}}])
+    runs = [run_audit(load_spec(spec_path), spec_path.parent, output_dir=tmp_path / str(i),
+                      progress=False) for i in range(2)]
+    assert runs[0]["cells"][0]["metrics"] == runs[1]["cells"][0]["metrics"]
+
+
+def test_skipped_without_labels_and_cache_shared(tiny_dir, tmp_path):
+    x = torch.rand(5, 3, 16, 16)
+    torch.save({"x": x}, tiny_dir / "unlabelled.pt")
+    spec = parse_spec(tiny_spec_dict(tiny_dir, data={"path": "unlabelled.pt", "batch_size": 2},
+                                     checks=[{"name": "needs_labels_check"}, {"name": "counts_explains"}]),
+                      tiny_dir)
+    results = run_audit(spec, tiny_dir, registry=registry_with_test_checks(),
+                        output_dir=tmp_path, progress=False)
+    verdicts = {c["check"]: (c["verdict"], c["reason"]) for c in results["cells"]}
+    assert verdicts["needs_labels_check"] == ("SKIPPED", "needs labels; the data has none")
+    assert verdicts["counts_explains"] == ("PASS", "shared=True")
+    assert results["verdict"] == "PASS"
+    bad = parse_spec(tiny_spec_dict(tiny_dir, data={"path": "unlabelled.pt", "target": "label"}), tiny_dir)
+    with pytest.raises(SpecError, match="data.target: the data has no labels"):
+        run_audit(bad, tiny_dir, output_dir=tmp_path, progress=False)
+
+
+def test_overall_verdict_rules():
+    assert overall_verdict(["PASS", "SKIPPED"]) == "PASS"
+    assert overall_verdict(["PASS", "ERROR"]) == "ERROR"
+    assert overall_verdict(["ERROR", "FAIL", "PASS"]) == "FAIL"
+
+
+def test_cli_run_exit_codes(tiny_spec, tmp_path):
+    spec_path = tiny_spec(checks=[{"name": "sanity_randomization",
+                                   "thresholds": {"spearman_abs": 1.0, "ssim": 1.0}}])
+    code, out, err = run_cli("run", str(spec_path), "--quiet")
+    assert code == 0, err
+    assert out.splitlines()[1].split()[:3] == ["sanity_randomization", "gradient", "PASS"]
+    assert "overall: PASS" in out
+    spec_path = tiny_spec(checks=[{"name": "sanity_randomization",
+                                   "thresholds": {"spearman_abs": -1.0, "ssim": None}}])
+    code, out, _ = run_cli("run", str(spec_path), "--quiet")
+    assert code == 1 and "FAIL" in out
