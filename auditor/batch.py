@@ -25,6 +25,7 @@ class Batch:
     label: torch.Tensor | None = None
     mask: torch.Tensor | None = None
     num_classes: int = 0
+    offset: int = 0  # position of the batch's first sample in the audit
     cache: ExplanationCache = field(default=None, repr=False)  # type: ignore[assignment]
 
     def __len__(self) -> int:

@@ -24,7 +24,18 @@ class Verdict(str, enum.Enum):
 
 @dataclass
 class Conclusion:
-    """Result of one check x explainer cell. `evidence` holds JSON-able tables and curves."""
+    """Result of one check x explainer cell.
+
+    `evidence` is JSON-able data; the report renders three keys of it for any check:
+
+    * ``tables``: ``[{"title", "columns": [...], "rows": [[...], ...]}]``
+    * ``figures``: ``[{"kind": "line", "title", "alt", "x": [...], "series": {name: [...]},
+      "xlabel", "ylabel", "hlines": {name: y}}]`` (plotted with matplotlib when rendered)
+    * ``images``: ``[{"title", "alt", "columns": [...], "rows": [{"label", "images": [b64 PNG]}]}]``
+      (see `auditor.figures` for overlays)
+
+    Any other key is kept in results.json as data.
+    """
 
     verdict: Verdict
     reason: str = ""

@@ -27,6 +27,24 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if results["verdict"] == "PASS" else 1
 
 
+def _report(args: argparse.Namespace) -> int:
+    from .engine import write_outputs
+    from .plugins import load_registry
+
+    path = Path(args.results)
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise AuditorError(f"{path}: cannot read results ({type(exc).__name__}: {exc})") from None
+    if not isinstance(results, dict) or not str(results.get("schema_version", "")).startswith("1."):
+        raise AuditorError(f"{path}: not an xai-auditor results file of schema 1.x")
+    out = args.output or path.parent
+    formats = args.formats or [f for f in results["spec"]["output"]["formats"] if f != "json"]
+    write_outputs(results, out, formats, load_registry())
+    print(f"wrote {', '.join(formats)} to {out}")
+    return 0 if results["verdict"] == "PASS" else 1
+
+
 def _validate(args: argparse.Namespace) -> int:
     from .plugins import load_registry
     from .spec import load_spec
@@ -64,11 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="auditor", description="Audit the explanations of an "
                                      "image classifier against a YAML spec.")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run an audit; write results.json and junit.xml")
+    run = sub.add_parser("run", help="run an audit; write results.json, junit.xml, report.html/pdf")
     run.add_argument("spec", help="audit spec (YAML)")
     run.add_argument("--output", type=Path, help="output directory (default: from the spec)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_run)
+    report = sub.add_parser("report", help="re-render reports from a results.json (no model run)")
+    report.add_argument("results", help="results.json of an earlier run")
+    report.add_argument("--output", type=Path, help="output directory (default: next to results.json)")
+    report.add_argument("--formats", nargs="+", choices=["html", "pdf", "junit", "json"],
+                        help="default: the formats of the spec, except json")
+    report.set_defaults(func=_report)
     validate = sub.add_parser("validate", help="check a spec without running it")
     validate.add_argument("spec")
     validate.set_defaults(func=_validate)

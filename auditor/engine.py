@@ -39,6 +39,7 @@ class Cell:
     """One check x explainer pair: its records, then its conclusion."""
 
     check: Check
+    check_index: int
     explainer: str
     records: list[dict[str, Any]] = field(default_factory=list)
     conclusion: Conclusion | None = None
@@ -94,7 +95,7 @@ def run_audit(spec: AuditSpec, base_dir: Path, registry: Registry | None = None,
         raise SpecError("data.target", "the data has no labels to explain; use 'predicted'", "label")
     durations["predict"] = _lap(clock)
 
-    cells = [Cell(check, label) for i, check in enumerate(checks)
+    cells = [Cell(check, i, label) for i, check in enumerate(checks)
              for label in (spec.checks[i].explainers or list(explainers))]
     for cell in cells:
         if cell.check.needs_labels and not source.has_labels:
@@ -108,16 +109,10 @@ def run_audit(spec: AuditSpec, base_dir: Path, registry: Registry | None = None,
     durations["conclude"] = _lap(clock)
 
     results = _results(spec, registry, loaded, data_fingerprint, samples, cells, durations, device,
-                       source.classes or spec.model.class_names)
+                       source.classes or spec.model.class_names, explainers, checks)
     out = output_dir or spec.output_directory()
-    if "json" in spec.output.formats:
-        write_json(results, out / "results.json")
-    if "junit" in spec.output.formats:
-        write_junit(results, out / "junit.xml")
-    durations["write"] = _lap(clock)
     durations["total"] = time.perf_counter() - clock["start"]
-    if "json" in spec.output.formats:  # final durations
-        write_json(results, out / "results.json")
+    write_outputs(results, out, spec.output.formats, registry)
     results["output_directory"] = str(out)
     return results
 
@@ -159,6 +154,7 @@ def _measure(cells: list[Cell], model: torch.nn.Module, source: Any,
              samples: dict[str, dict[str, Any]], explainers: dict, spec: AuditSpec,
              device: torch.device, num_classes: int, progress: bool) -> None:
     total = -(-len(source) // spec.data.batch_size)
+    offset = 0
     for sb in _bar(source.batches(spec.data.batch_size), total, "explain+measure", progress):
         if not any(cell.active for cell in cells):
             break
@@ -169,7 +165,8 @@ def _measure(cells: list[Cell], model: torch.nn.Module, source: Any,
                       model=model, seed=spec.audit.seed, num_classes=num_classes,
                       label=None if sb.label is None else sb.label.to(device),
                       mask=None if sb.mask is None else sb.mask.to(device),
-                      cache=ExplanationCache(explainers))
+                      offset=offset, cache=ExplanationCache(explainers))
+        offset += len(batch)
         for cell in cells:
             if not cell.active:
                 continue
@@ -203,14 +200,36 @@ def overall_verdict(verdicts: list[str]) -> str:
     return "PASS"
 
 
+def write_outputs(results: dict[str, Any], out: Path, formats: list[str],
+                  registry: Registry | None = None) -> None:
+    """Write results.json, junit.xml, report.html and report.pdf as `formats` asks (atomically)."""
+    if "json" in formats:
+        write_json(results, out / "results.json")
+    if "junit" in formats:
+        write_junit(results, out / "junit.xml")
+    if "html" in formats or "pdf" in formats:
+        from .report import write_report
+
+        write_report(results, out, formats, registry)
+
+
+def _describe_params(model: Any) -> list[dict[str, Any]]:
+    """Each field of a params/thresholds model: name, value, default and description."""
+    fields = type(model).model_fields
+    return [{"name": name, "value": getattr(model, name), "default": field.default,
+             "description": field.description or ""} for name, field in fields.items()]
+
+
 def _results(spec: AuditSpec, registry: Registry, loaded: Any, data_fingerprint: str,
              samples: dict[str, dict[str, Any]], cells: list[Cell], durations: dict[str, float],
-             device: torch.device, class_names: list[str] | None) -> dict[str, Any]:
+             device: torch.device, class_names: list[str] | None, explainers: dict[str, Any],
+             checks: list[Check]) -> dict[str, Any]:
     cell_results = []
     for cell in cells:
         c, check = cell.conclusion, cell.check
         cell_results.append({
-            "check": check.name, "explainer": cell.explainer, "verdict": c.verdict.value,
+            "check": check.name, "check_index": cell.check_index, "explainer": cell.explainer,
+            "verdict": c.verdict.value,
             "reason": c.reason, "metrics": c.metrics, "evidence": c.evidence,
             "thresholds": check.thresholds.model_dump(), "params": check.params.model_dump(),
             "records": cell.records, "traceback": cell.traceback, "seconds": cell.seconds})
@@ -225,6 +244,14 @@ def _results(spec: AuditSpec, registry: Registry, loaded: Any, data_fingerprint:
         "data": {"fingerprint": data_fingerprint, "samples": len(samples), "classes": class_names,
                  "accuracy": (sum(s["label"] == s["prediction"] for s in labelled) / len(labelled)
                               if labelled else None)},
+        "checks": [{"name": c.name, "description": c.description, "paper": c.paper,
+                    "thresholds": _describe_params(c.thresholds), "params": _describe_params(c.params),
+                    "distribution": registry.checks[c.name].distribution} for c in checks],
+        "explainers": [{"label": label, "name": e.name, "description": e.description or
+                        (type(e).__doc__ or "").strip().split("\n")[0], "paper": e.paper,
+                        "params": e.params.model_dump(),
+                        "distribution": registry.explainers[e.name].distribution}
+                       for label, e in explainers.items()],
         "environment": _environment(registry, device),
         "durations": durations,
         "cells": cell_results,

@@ -33,6 +33,11 @@ class Explainer:
         """Return attributions ``[B, H, W]`` at input resolution, on the input's device."""
         raise NotImplementedError
 
+    def extra_figures(self, model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor
+                      ) -> dict[str, torch.Tensor]:
+        """Optional pictures for the report beyond the map: name -> RGB ``[B, 3, H, W]`` in [0, 1]."""
+        return {}
+
 
 class ExplainerOutputError(RuntimeError):
     """An explainer returned something other than a finite ``[B, H, W]`` tensor."""

@@ -34,3 +34,9 @@ def auditor_load_data(spec, base_dir, seed, image_size):
 
     `spec` is the validated `data` section; `image_size` is (H, W) to resize to, or None.
     """
+
+
+@hookspec
+def auditor_report_partials():
+    """Called when a report is rendered; return {check name: Jinja2 template source} to replace
+    the generic body of that check's section (context: `check`, `cells`, `results`)."""

@@ -89,16 +89,15 @@ def load_registry(extra: list[tuple[Any, str]] | None = None) -> Registry:
     failed = {}
     for ep in sorted(metadata.entry_points(group=GROUP), key=lambda e: e.name):
         dist = ep.dist.name if ep.dist else "?"
-        if pm.has_plugin(ep.name) or pm.is_blocked(ep.name):
-            raise PluginError(f"two plugins use the entry-point name {ep.name!r} "
-                              f"(one of them from distribution {dist!r})")
+        if pm.has_plugin(f"{dist}:{ep.name}"):
+            continue  # the same distribution seen twice on sys.path
         try:
             plugin = ep.load()
         except Exception as exc:  # a broken plugin never takes the audit down
             failed[f"{ep.name} ({dist})"] = f"{type(exc).__name__}: {exc}"
             warnings.warn(f"plugin {ep.name!r} from {dist!r} failed to load: {exc}", stacklevel=2)
             continue
-        pm.register(plugin, name=ep.name)
+        pm.register(plugin, name=f"{dist}:{ep.name}")
         origin[id(plugin)] = (dist, ep.dist.version if ep.dist else "?")
     for plugin, dist in extra or []:
         pm.register(plugin)

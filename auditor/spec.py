@@ -126,7 +126,7 @@ class CheckEntry(Strict):
 
 class OutputSection(Strict):
     directory: Path | None = Field(None, description="default: reports/<audit name>")
-    formats: list[Literal["json", "junit"]] = ["json", "junit"]
+    formats: list[Literal["json", "junit", "html", "pdf"]] = ["json", "junit", "html", "pdf"]
 
 
 class AuditSpec(Strict):

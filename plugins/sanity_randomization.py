@@ -27,6 +27,8 @@ from pydantic import Field
 import auditor
 from auditor import Batch, Check, Conclusion, Params, Verdict
 
+from auditor.figures import overlay, picture
+
 from .model_randomization import Block, block_state, find_blocks, randomize, restore
 from .similarity import METRICS, similarities
 
@@ -36,6 +38,7 @@ class SanityParams(Params):
         "block", description="randomize residual/conv+BN blocks, or every module with parameters")
     blocks: list[str] | None = Field(None, description="explicit module names to randomize, input side first")
     independent: bool = Field(True, description="also randomize each block alone")
+    evidence_samples: int = Field(3, ge=0, le=32, description="samples shown as heatmap strips")
     verdict_depth: float = Field(0.5, gt=0, le=1, description=(
         "fraction of the blocks, from the output down, randomized when the verdict is taken"))
 
@@ -63,24 +66,29 @@ class SanityRandomization(Check):
             raise ValueError("found no layers with parameters to randomize")
         top_down = list(reversed(blocks))
         seeds = {b.label: batch.seed * 7919 + i for i, b in enumerate(top_down)}
-
-        def compare(maps: Any) -> dict[str, np.ndarray]:
-            return similarities(original, maps)
+        shown = max(0, min(len(batch), self.params.evidence_samples - batch.offset))
+        strips = [[picture(batch.x[i]), overlay(batch.x[i], original[i])] for i in range(shown)]
 
         cascading, methods = [], {}
         pristine = {k: v.clone() for k, v in model.state_dict().items()} if self.params.independent else None
         for block in top_down:  # in place, one more block each step
             methods[block.label] = randomize(model, block, seeds[block.label])
-            cascading.append(compare(batch.explain(explainer, model=model, variant=None)))
+            maps = batch.explain(explainer, model=model, variant=None)
+            cascading.append(similarities(original, maps))
+            for i in range(shown):
+                strips[i].append(overlay(batch.x[i], maps[i]))
         independent = []
         if self.params.independent:
             model.load_state_dict(pristine)
             for block in top_down:
                 saved = block_state(model, block)
                 randomize(model, block, seeds[block.label])
-                independent.append(compare(batch.explain(explainer, model=model, variant=None)))
+                independent.append(similarities(original, batch.explain(explainer, model=model, variant=None)))
                 restore(model, saved)
-        return [self._record(i, top_down, methods, cascading, independent) for i in range(len(batch))]
+        records = [self._record(i, top_down, methods, cascading, independent) for i in range(len(batch))]
+        for i in range(shown):
+            records[i]["strip"] = strips[i]
+        return records
 
     @staticmethod
     def _record(i: int, top_down: list[Block], methods: dict, cascading: list, independent: list
@@ -88,8 +96,10 @@ class SanityRandomization(Check):
         def per_step(steps: list[dict[str, np.ndarray]]) -> dict[str, list[float]]:
             return {m: [float(s[m][i]) for s in steps] for m in METRICS}
 
-        return {"blocks": [b.label for b in top_down], "methods": methods,
-                "cascading": per_step(cascading), "independent": per_step(independent)}
+        record = {"cascading": per_step(cascading), "independent": per_step(independent)}
+        if i == 0:  # what was randomized: once per batch
+            record.update(blocks=[b.label for b in top_down], methods=methods)
+        return record
 
     def conclude(self, records: list[dict[str, Any]], explainer: str) -> Conclusion:
         blocks = records[0]["blocks"]
@@ -104,12 +114,13 @@ class SanityRandomization(Check):
         step = math.ceil(self.params.verdict_depth * len(blocks)) - 1
         evidence["verdict_step"] = step
         judged = {m: curve[m][step] for m in METRICS}
-        metrics = {f"{m}": v for m, v in judged.items()}
+        metrics = dict(judged)
         metrics.update({f"final_{m}": curve[m][-1] for m in METRICS})
         if "independent" in evidence:
             metrics.update({f"independent_min_{m}": float(np.min(evidence["independent"]["mean"][m]))
                             for m in ("spearman_abs", "ssim")})
         limits = {m: v for m, v in self.thresholds.model_dump().items() if v is not None}
+        self._report(evidence, records, blocks, limits, step)
         broken = [f"{m} {judged[m]:.3f} > {v}" for m, v in limits.items() if judged[m] > v]
         kept = [f"{m} {judged[m]:.3f} <= {v}" for m, v in limits.items() if judged[m] <= v]
         where = (f"after randomizing the top {step + 1} of {len(blocks)} blocks "
@@ -118,6 +129,39 @@ class SanityRandomization(Check):
             return Conclusion(Verdict.FAIL, f"{where}: still similar to the original map: "
                               + ", ".join(broken), metrics, evidence)
         return Conclusion(Verdict.PASS, f"{where}: " + ", ".join(kept), metrics, evidence)
+
+    @staticmethod
+    def _report(evidence: dict[str, Any], records: list[dict[str, Any]], blocks: list[str],
+                limits: dict[str, float], step: int) -> None:
+        """The generic evidence the report renders: curves, per-block tables, heatmap strips."""
+        steps = [f"{k + 1}: {b}" for k, b in enumerate(blocks)]
+        evidence["figures"], evidence["tables"] = [], []
+        for mode, what in (("cascading", "blocks randomized from the output down (cumulative)"),
+                           ("independent", "the one block randomized")):
+            if mode not in evidence:
+                continue
+            evidence["figures"].append({
+                "kind": "line", "title": f"{mode.capitalize()} randomization", "x": steps,
+                "series": evidence[mode]["mean"], "xlabel": what, "ylabel": "similarity to original",
+                "hlines": {f"{m} threshold": v for m, v in limits.items()}, "ylim": [-1.05, 1.05],
+                "alt": f"Mean similarity to the original map after {mode} randomization of each "
+                       f"block: " + "; ".join(f"{m} " + ", ".join(f"{v:.2f}" for v in vals)
+                                              for m, vals in evidence[mode]["mean"].items())})
+            evidence["tables"].append({
+                "title": f"{mode.capitalize()} randomization: mean similarity per step",
+                "columns": ["step", "block", *METRICS],
+                "rows": [[k + 1 if mode == "independent" or k != step else f"{k + 1} (verdict)", b,
+                          *[round(evidence[mode]["mean"][m][k], 4) for m in METRICS]]
+                         for k, b in enumerate(blocks)]})
+        rows = [{"label": r["sample"], "images": r["strip"]} for r in records if "strip" in r]
+        if rows:
+            evidence["images"] = [{
+                "title": "Heatmaps as more blocks are randomized (cascading)",
+                "columns": ["input", "original", *[f"top {k + 1}" for k in range(len(blocks))]],
+                "rows": rows,
+                "alt": "Input image, original saliency map, then the map after randomizing the "
+                       "top 1, 2, ... blocks"}]
+
 
 @auditor.hookimpl
 def auditor_checks():

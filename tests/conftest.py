@@ -75,3 +75,35 @@ def tiny_spec(tiny_dir, tmp_path):
         spec["output"] = sections.get("output", {"directory": str(tmp_path / "out")})
         return write_spec(tiny_dir, spec, f"spec_{tmp_path.name}.yaml")
     return make
+
+
+@pytest.fixture(scope="session")
+def quickstart_run(tmp_path_factory):
+    """The quickstart audit with three explainers (gradient, guided_backprop, gradcam), every output."""
+    from auditor.engine import run_audit
+    from auditor.spec import load_spec, parse_spec
+
+    spec = load_spec(QUICKSTART / "audit.yaml").model_dump(mode="json")
+    spec["explainers"] = [{"name": "gradient"}, {"name": "guided_backprop"}, {"name": "gradcam"}]
+    spec["output"]["formats"] = ["json", "junit", "html", "pdf"]
+    out = tmp_path_factory.mktemp("quickstart")
+    results = run_audit(parse_spec(spec, QUICKSTART), QUICKSTART, output_dir=out, progress=False)
+    return results, out
+
+
+def chromium() -> str:
+    """Path of headless Chromium; skipped locally when absent, an error in CI (AUDITOR_REQUIRE_BROWSER=1)."""
+    import os
+    import shutil
+
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        if os.environ.get("AUDITOR_REQUIRE_BROWSER"):
+            pytest.fail("chromium is required (AUDITOR_REQUIRE_BROWSER=1) but not installed")
+        pytest.skip("chromium not installed (.ci/run installs it)")
+    return path
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--hide-scrollbars"]

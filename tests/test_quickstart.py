@@ -9,9 +9,6 @@ import sys
 import numpy as np
 import pytest
 
-from auditor.engine import run_audit
-from auditor.spec import load_spec, parse_spec
-
 from conftest import QUICKSTART, run_cli
 
 sys.path.insert(0, str(QUICKSTART))
@@ -30,15 +27,12 @@ def curves(cell) -> str:
 
 
 @pytest.fixture(scope="module")
-def known_outcome(tmp_path_factory):
-    spec = load_spec(QUICKSTART / "audit.yaml").model_dump(mode="json")
-    spec["explainers"] = [{"name": "gradient"}, {"name": "guided_backprop"}]
-    out = tmp_path_factory.mktemp("qs")
-    return run_audit(parse_spec(spec, QUICKSTART), QUICKSTART, output_dir=out, progress=False)
+def known_outcome(quickstart_run):
+    return quickstart_run[0]
 
 
 def test_gradient_passes_guided_backprop_fails(known_outcome):
-    cells = {c["explainer"]: c for c in known_outcome["cells"]}
+    cells = {c["explainer"]: c for c in known_outcome["cells"] if c["explainer"] != "gradcam"}
     print("\n" + "\n".join(curves(c) for c in cells.values()))  # the per-layer numbers behind it
     assert cells["gradient"]["verdict"] == "PASS", curves(cells["gradient"])
     assert cells["guided_backprop"]["verdict"] == "FAIL", curves(cells["guided_backprop"])

@@ -1,0 +1,138 @@
+"""The audit report: content of HTML, PDF and JUnit; real browser and PDF rasterization; safety."""
+import io
+import json
+import re
+import subprocess
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+from PIL import Image
+from pypdf import PdfReader
+
+from auditor.engine import run_audit
+from auditor.report import render_html, render_pdf
+from auditor.results import write_atomic
+from auditor.spec import parse_spec
+
+from conftest import CHROMIUM_FLAGS, chromium, run_cli, tiny_spec_dict
+
+
+def not_blank(png: bytes | Image.Image, margin: float = 0.0) -> bool:
+    """Some dark content inside the page body (`margin`: fraction cut at top and bottom)."""
+    image = png if isinstance(png, Image.Image) else Image.open(io.BytesIO(png))
+    grey = np.asarray(image.convert("L"), dtype=float)
+    body = grey[int(margin * len(grey)): len(grey) - int(margin * len(grey))]
+    return body.std() > 5 and (body < 128).mean() > 0.0003
+
+
+def test_html_has_every_verdict_and_evidence(quickstart_run):
+    results, out = quickstart_run
+    html = (out / "report.html").read_text()
+    assert (out / "report.html").stat().st_size < 5e6
+    matrix = html[html.index('<table class="matrix">'):html.index("</table>", html.index('<table class="matrix">'))]
+    for cell in results["cells"]:
+        assert re.search(rf'verdict-{cell["verdict"]}">{cell["verdict"]}</td>', matrix)
+        assert cell["reason"].replace(">", "&gt;").replace("<", "&lt;") in html
+    assert f"Overall verdict: <strong>{results['verdict']}</strong>" in html
+    assert results["model"]["fingerprint"] in html and results["data"]["fingerprint"] in html
+    assert html.count('alt="') == html.count("<img ")  # every image has alt text
+    assert html.count("Heatmaps as more blocks are randomized") == 3
+    assert "Cascading randomization" in html and "Spec as run" in html and "torchvision" in html
+    headings = [int(h) for h in re.findall(r"<h([1-6])", html)]
+    assert headings[0] == 1 and all(b - a <= 1 for a, b in zip(headings, headings[1:]))
+
+
+def test_no_external_resources(quickstart_run):
+    html = (quickstart_run[1] / "report.html").read_text()
+    sources = re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', html) + re.findall(r"url\(([^)]*)\)", html)
+    assert sources and all(s.startswith(("data:", "#")) for s in sources), sources
+    assert not re.search(r"(src|href)\s*=\s*[\"']?\s*https?://", html)
+    assert "<script" not in html.lower() and "<link" not in html.lower()
+
+
+def test_pdf_text_pages_and_rasterized_pages(quickstart_run, tmp_path):
+    results, out = quickstart_run
+    pdf = out / "report.pdf"
+    assert pdf.stat().st_size < 5e6
+    reader = PdfReader(pdf)
+    first = reader.pages[0].extract_text()
+    assert "sanity_randomization" in first and "Overall verdict" in first
+    for cell in results["cells"]:
+        assert cell["explainer"] in first and cell["verdict"] in first  # the matrix is on page 1
+    assert "Page 1 of" in first and "quickstart" in first  # margin boxes
+    subprocess.run(["pdftoppm", "-r", "30", "-png", str(pdf), str(tmp_path / "p")], check=True)
+    pages = sorted(tmp_path.glob("p-*.png"))
+    assert len(pages) == len(reader.pages) >= 3
+    assert all(not_blank(Image.open(p), margin=0.08) for p in pages)  # not just the page number
+
+
+def test_junit_one_testcase_per_cell(quickstart_run):
+    results, out = quickstart_run
+    root = ET.parse(out / "junit.xml").getroot()
+    cases = root.findall(".//testcase")
+    assert len(cases) == len(results["cells"])
+    failures = root.findall(".//failure")
+    assert len(failures) == sum(c["verdict"] == "FAIL" for c in results["cells"]) == 1
+    assert "spearman_abs" in failures[0].get("message") and "> 0.5" in failures[0].get("message")
+
+
+def test_browser_renders_the_report(quickstart_run, tmp_path):
+    browser = chromium()
+    report = quickstart_run[1] / "report.html"
+    flags = [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, *flags, "--window-size=1200,1400", f"--screenshot={shot}",
+                    report.as_uri()], check=True, capture_output=True, timeout=120)
+    assert not_blank(shot.read_bytes())
+    dom = subprocess.run([browser, *flags, "--dump-dom", report.as_uri()], check=True,
+                         capture_output=True, text=True, timeout=120).stdout
+    assert '<table class="matrix">' in dom and ">FAIL</td>" in dom and ">PASS</td>" in dom
+
+
+def test_rerender_from_results_json(quickstart_run, tmp_path):
+    results, out = quickstart_run
+    code, stdout, err = run_cli("report", str(out / "results.json"), "--output", str(tmp_path))
+    assert code == 1, err  # the audit it reports failed
+    assert {p.name for p in tmp_path.iterdir()} == {"report.html", "report.pdf", "junit.xml"}
+    html = (tmp_path / "report.html").read_text()
+    assert all(f'>{c["verdict"]}</td>' in html for c in results["cells"])
+    (tmp_path / "bad.json").write_text("{}")
+    code, _, err = run_cli("report", str(tmp_path / "bad.json"))
+    assert code == 2 and "not an xai-auditor results file" in err
+
+
+def test_hostile_names_are_escaped_in_html_and_readable_in_pdf(tiny_dir, tmp_path):
+    evil = "<script>alert(1)</script>"
+    spec = tiny_spec_dict(tiny_dir, audit={"name": evil, "seed": 0, "device": "cpu"},
+                          output={"directory": str(tmp_path), "formats": ["json"]})
+    results = run_audit(parse_spec(spec, tiny_dir), tiny_dir, output_dir=tmp_path, progress=False)
+    results["data"]["classes"] = [evil, "b", "c"]  # as a class name (the CSV's labels are a, b, c)
+    results["cells"][0]["reason"] = evil
+    html = render_html(results)
+    assert "<script" not in html.lower()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(render_pdf(html))).pages)
+    assert evil in text.replace("\n", "")
+
+
+def test_images_from_evidence_must_be_inline(quickstart_run):
+    results = json.loads((quickstart_run[1] / "results.json").read_text())
+    cell = results["cells"][0]
+    cell["evidence"]["images"] = [{"title": "t", "columns": ["a", "b"], "rows": [
+        {"label": "x", "images": ["https://example.com/a.png", "javascript:alert(1)"]}]}]
+    html = render_html(results)
+    assert "example.com" not in html and "javascript:" not in html
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    target = tmp_path / "report.html"
+    write_atomic(target, "old")
+
+    def crash(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("os.replace", crash)
+    with pytest.raises(OSError):
+        write_atomic(target, "new and half-written")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["report.html"]
