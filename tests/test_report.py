@@ -136,3 +136,19 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         write_atomic(target, "new and half-written")
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["report.html"]
+
+
+def test_plugin_partial_replaces_generic_section(quickstart_run):
+    import types
+
+    import auditor
+    from auditor.plugins import load_registry
+
+    @auditor.hookimpl
+    def auditor_report_partials():
+        return {"sanity_randomization": '<p class="custom">{{ cells|length }} cells of {{ check.name }}</p>'}
+
+    registry = load_registry(extra=[(types.SimpleNamespace(auditor_report_partials=auditor_report_partials), "t")])
+    html = render_html(quickstart_run[0], registry)
+    assert '<p class="custom">3 cells of sanity_randomization</p>' in html
+    assert "Heatmaps as more blocks are randomized" not in html  # the generic body is replaced
