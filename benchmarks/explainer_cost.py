@@ -7,6 +7,9 @@ time divided by the time of one pass, both measured in the same process on the s
 batch, so it is roughly comparable across machines (expected: a plain gradient about 1 pass,
 integrated gradients with 32 steps about 32). Absolute seconds are reported as well.
 
+The "fwd passes" column divides by the time of one forward-only pass (``torch.no_grad``) instead,
+the unit of forward-only methods (SMOE Scale: floor 1, target <= 1.3).
+
 Every explainer in the plugin registry is timed with its default parameters (new plugins are
 picked up automatically). Timing: one warm-up call, then the median of ``--repeats`` calls.
 
@@ -80,6 +83,11 @@ def timed(fn, repeats: int, device: torch.device, check=lambda out: out) -> floa
     return statistics.median(times)
 
 
+def forward_pass(model, x):
+    with torch.no_grad():
+        return model(x)
+
+
 def one_pass(model, x, target):
     x = x.detach().clone().requires_grad_(True)
     model(x).gather(1, target[:, None]).sum().backward()
@@ -95,11 +103,13 @@ def bench_model(name, args, registry, device) -> dict:
         target = model(x).argmax(dim=1)
     with torch.enable_grad():
         pass_s = timed(lambda: one_pass(model, x, target), args.repeats, device)
+    fwd_s = timed(lambda: forward_pass(model, x), args.repeats, device)
     result = {"model": name, "note": note, "size": size, "batch": args.batch,
-              "pass_seconds": pass_s, "explainers": {}}
+              "pass_seconds": pass_s, "forward_seconds": fwd_s, "explainers": {}}
     print(f"\n### {name} ({size}x{size}, batch {args.batch}, {note})\n")
-    print(f"one pass (forward + backward to input): {pass_s:.4f} s\n")
-    print("| explainer | seconds | passes |\n|---|---:|---:|")
+    print(f"one pass (forward + backward to input): {pass_s:.4f} s")
+    print(f"one forward pass (no_grad): {fwd_s:.4f} s\n")
+    print("| explainer | seconds | passes | fwd passes |\n|---|---:|---:|---:|")
     for label in args.explainers or sorted(registry.explainers):
         cls = registry.explainers[label].cls
         try:
@@ -107,11 +117,11 @@ def bench_model(name, args, registry, device) -> dict:
             with torch.enable_grad():
                 seconds = timed(lambda: explainer.explain(model, x, target), args.repeats, device,
                                 check=lambda maps: validated(maps, x, label))
-            row = {"seconds": seconds, "passes": seconds / pass_s}
-            print(f"| {label} | {seconds:.4f} | {seconds / pass_s:.1f} |")
+            row = {"seconds": seconds, "passes": seconds / pass_s, "fwd_passes": seconds / fwd_s}
+            print(f"| {label} | {seconds:.4f} | {seconds / pass_s:.1f} | {seconds / fwd_s:.2f} |")
         except Exception as exc:  # noqa: BLE001 - one broken explainer does not end the run
             row = {"error": f"{type(exc).__name__}: {exc}"}
-            print(f"| {label} | failed: {row['error'][:80]} | - |")
+            print(f"| {label} | failed: {row['error'][:80]} | - | - |")
         result["explainers"][label] = row
     return result
 
