@@ -1,0 +1,317 @@
+"""SMOE Scale saliency maps and the LOVI picture (Mundhenk et al., "Efficient Saliency Maps for
+Explainable AI"; shared/papers/smoe-scale-efficient-saliency-maps.txt).
+
+One forward pass, no backward (§2.2 "Pro"). The activation tensor at the end of each spatial scale
+of the network (just before each downsampling, §2.2) is reduced over its channels by SMOE Scale
+(§2.1, Eq. 2); each per-scale map is squashed by a normal CDF with its own mean and std, upsampled
+bilinearly to the input size and averaged with per-scale weights (§2.2, Eq. 3). The map is
+class-agnostic: it does not depend on `target` (§2.2 "Con": no class-specific map). LOVI (§2.3,
+Eqs. 4-6) colours each location by which scales are active.
+"""
+from __future__ import annotations
+
+import math
+import weakref
+from typing import Annotated, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+
+import auditor
+from auditor import Explainer, Params
+
+PAPER_WEIGHTS = (0.18, 0.15, 0.37, 0.40, 0.72)  # §3.2 "prior weights" of ResNet-50's five scales
+
+
+def smoe_scale(activations: torch.Tensor, epsilon: float = 1e-6, inplace: bool = False) -> torch.Tensor:
+    """SMOE Scale over channels (§2.1, Eq. 2 = Appendix A, Eq. 14): ``[B,C,H,W] -> [B,H,W]``.
+
+    ``phi = 1/r sum_k mu log2(mu / x_k) = mu (log2 mu - 1/r sum_k log2 x_k)``, ``mu = 1/r sum_k x_k``,
+    over the r channel values x_k at one location. The paper takes post-ReLU tensors
+    (T in R+); negative values are clamped to 0 (the ReLU applied here: a no-op on post-ReLU
+    tensors), then `epsilon` is added to every x_k to avoid log 0 (§2.1: 1e-6) — so mu includes it.
+    phi >= 0 (arithmetic >= geometric mean); rounding below 0 is clamped. ``inplace`` overwrites
+    `activations` instead of copying them (for tensors nobody else holds: the copy's fresh memory
+    costs as much as the arithmetic).
+    """
+    x = activations.to(torch.promote_types(activations.dtype, torch.float32))
+    x = x.clamp_min_(0) if inplace or x is not activations else x.clamp_min(0)
+    x.add_(epsilon)
+    mu = x.mean(dim=1)
+    return (mu * (mu.log2() - x.log2_().mean(dim=1))).clamp_min_(0)
+
+
+def cdf_normalize(maps: torch.Tensor) -> torch.Tensor:
+    """gamma(s; mu, sigma), the normal CDF with each map's own mean and (population) std (Eq. 3):
+    ``[B,h,w] -> [B,h,w]`` in [0, 1]. A constant map (sigma = 0) becomes 0.5."""
+    flat = maps.flatten(1)
+    mean = flat.mean(dim=1).view(-1, 1, 1)
+    std = flat.std(dim=1, correction=0).clamp_min(torch.finfo(maps.dtype).tiny).view(-1, 1, 1)
+    return 0.5 * (1 + torch.erf((maps - mean) / (std * math.sqrt(2.0))))
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear interpolation of ``[B,h,w]`` maps to ``size`` (§2.2; after the CDF, as Eq. 3 notes)."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def combine(maps: list[torch.Tensor], weights: list[float], size: tuple[int, int]) -> torch.Tensor:
+    """Eq. 3: ``c = sum_k w_k s_k / sum_k w_k`` over the maps upsampled to ``size``."""
+    total = sum(w * upsample(m, size) for w, m in zip(weights, maps))
+    return total / sum(weights)
+
+
+def scale_weights(weights: str | list[float], scales: int) -> list[float]:
+    """The per-scale weights of §3.2: ``equal`` [1,..,1], ``linear`` [1,2,..,n] (the paper's
+    [1,2,3,4,5] rule of thumb), ``paper`` the prior [0.18, 0.15, 0.37, 0.40, 0.72] (five scales
+    only), or an explicit list (one per scale)."""
+    if weights == "equal":
+        return [1.0] * scales
+    if weights == "linear":
+        return [float(k) for k in range(1, scales + 1)]
+    if weights == "paper":
+        if scales != len(PAPER_WEIGHTS):
+            raise ValueError(f"weights 'paper' is the prior of the paper's 5 scales (ResNet-50, "
+                             f"§3.2); this model has {scales}: use 'linear', 'equal' or a list")
+        return list(PAPER_WEIGHTS)
+    if len(weights) != scales:
+        raise ValueError(f"{len(weights)} weights given for {scales} scales")
+    return [float(w) for w in weights]
+
+
+def hsv_to_rgb(hue: torch.Tensor, sat: torch.Tensor, val: torch.Tensor) -> torch.Tensor:
+    """HSV (hue in degrees, sat and val in [0,1]) to RGB in [0,1], stacked on dim 1 (Joblove &
+    Greenberg 1978): ``f(n) = V - V S max(0, min(k, 4 - k, 1))``, ``k = (n + H/60) mod 6``."""
+    channels = []
+    for n in (5.0, 3.0, 1.0):  # R, G, B
+        k = torch.remainder(n + hue / 60.0, 6.0)
+        channels.append(val - val * sat * torch.minimum(k, 4.0 - k).clamp(0.0, 1.0))
+    return torch.stack(channels, dim=1)
+
+
+def lovi(maps: torch.Tensor) -> torch.Tensor:
+    """Layer Ordered Visualization of Information (§2.3): ``[B,r,H,W]`` maps in [0,1], earliest
+    scale first, to RGB ``[B,3,H,W]`` in [0,1].
+
+    Hue (Eq. 4) ``= 360 [1 - sum_k s_k phi(k) / sum_k s_k]``, the centre of mass of the layers;
+    saturation (Eq. 5) ``= 1 - (sum_k s_k / (r max s) - nu) / (1 - nu)``, nu = 1/r: 1 where one layer
+    alone is active, 0 (grey) where all are equal; value (Eq. 6) ``= max s``.
+
+    Interpretations (see the module's tests): Eq. 4 as printed, phi(k) = (k-1)/r, puts layer 1 at
+    360 deg = red, against Fig. 2's caption (early layers violet, "trend red in the last layers
+    following the order of the rainbow"); we use phi(k) = k/r, which gives 288 (violet), 216, 144,
+    72, 0 deg (red) for r = 5, the caption's order. Eq. 5 is read with r max(s) dividing only
+    sum s (as printed, dividing (sum s - nu), it is not 1 for a single active layer, against the
+    text). With r = 1 saturation is 1. Where every s_k = 0 the pixel is black (hue 0, sat 0).
+    """
+    r = maps.shape[1]
+    phi = torch.arange(1, r + 1, dtype=maps.dtype, device=maps.device).view(1, r, 1, 1) / r
+    total = maps.sum(dim=1)
+    peak = maps.amax(dim=1)
+    some = total > 0
+    centre = (maps * phi).sum(dim=1) / torch.where(some, total, torch.ones_like(total))
+    hue = torch.where(some, (1 - centre) * 360.0, torch.zeros_like(total))
+    if r == 1:
+        sat = torch.ones_like(total)
+    else:
+        nu = 1.0 / r
+        ratio = total / torch.where(some, r * peak, torch.ones_like(peak))
+        sat = torch.where(some, 1 - (ratio - nu) / (1 - nu), torch.zeros_like(total)).clamp(0, 1)
+    return hsv_to_rgb(hue, sat, peak).clamp(0, 1)
+
+
+Tap = tuple[str, int]  # a module name and which of its calls (0-based; -1: the last)
+_DETECTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {(structure, size): taps}
+
+
+def _module(model: torch.nn.Module, name: str) -> str:
+    modules = dict(model.named_modules())
+    for candidate in (name, f"net.{name}"):  # the audited model wraps the user's as `net`
+        if candidate and candidate in modules:
+            return candidate
+    raise ValueError(f"no layer named {name!r} in the model")
+
+
+def scale_activations(model: torch.nn.Module, x: torch.Tensor,
+                      layers: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """One forward pass without gradients; the activations of the chosen layers by module name,
+    earliest first.
+
+    Given `layers` (names with or without ``net.``): their outputs in that order; a module called
+    more than once gives its last call's output. ``None`` detects the end of each scale (§2.2,
+    "just prior to the downsampling"), see `detect_scales`; the result is remembered per model
+    object, module structure and input size, so later calls hook only the chosen modules. A module
+    that ends several scales (one ReLU reused throughout) is labelled ``name#call``.
+    """
+    if layers is not None:
+        return {t[0]: a for t, a in _tap(model, x, [(_module(model, n), -1) for n in layers]).items()}
+    key = (tuple(name for name, _ in model.named_modules()), tuple(x.shape[-2:]))
+    known = _DETECTED.setdefault(model, {})
+    acts = _tap(model, x, known[key]) if key in known else detect_scales(model, x)
+    known[key] = list(acts)
+    names = [name for name, _ in acts]
+    return {(name if names.count(name) == 1 else f"{name}#{call}"): a for (name, call), a in acts.items()}
+
+
+def detect_scales(model: torch.nn.Module, x: torch.Tensor) -> dict[Tap, torch.Tensor]:
+    """One forward pass with hooks on every module; the tensor at the end of each scale (§2.2).
+
+    Streaming, one tensor kept per spatial size: whenever a 4-D output is spatially smaller than
+    the 4-D output before it, the downsampling module is the outermost running module whose input
+    is a module output of the previous size; that input, named by the last module (and call) that
+    returned it, is the scale's tensor. A later downsampling from the same size replaces it (a
+    squeeze-excitation's pooling inside a stage is overridden by the stage's end). ResNet-18/50 at
+    224 px: ``relu, layer1, .., layer4`` (the last closed by the global pooling); VGG16: the ReLUs
+    before its five max-pools (its 7x7 tensor is not downsampled: the classifier flattens it).
+    """
+    producers: dict[int, tuple[Tap, weakref.ref]] = {}  # id(tensor) -> last module call returning it
+    calls: dict[str, int] = {}
+    running: list[object] = []  # the first input of each module now running, outermost first
+    previous: list[tuple[int, int]] = []  # spatial size of the last 4-D output
+    found: dict[tuple[int, int], tuple[Tap, torch.Tensor]] = {}
+
+    def produced_by(t: object) -> Tap | None:
+        entry = producers.get(id(t))
+        return entry[0] if entry is not None and entry[1]() is t else None
+
+    def enter(module, args):
+        running.append(args[0] if args else None)
+
+    def leave(name):
+        def hook(module, args, output):
+            running.pop()
+            call = calls[name] = calls.get(name, -1) + 1
+            if not (isinstance(output, torch.Tensor) and output.dim() == 4):
+                return
+            size = tuple(output.shape[-2:])
+            if previous and size[0] * size[1] < previous[0][0] * previous[0][1]:
+                for t in [*running, args[0] if args else None]:  # outermost first, then this one
+                    tap = produced_by(t)
+                    if tap is not None and tuple(t.shape[-2:]) == previous[0]:
+                        found.pop(previous[0], None)  # re-inserted: dict order = network order
+                        found[previous[0]] = (tap, t)
+                        break
+            previous[:] = [size]
+            producers[id(output)] = ((name, call), weakref.ref(output))
+        return hook
+
+    handles = []
+    for name, module in model.named_modules():
+        if name:
+            handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave(name))]
+    _forward(model, x, handles)
+    if not found:
+        raise ValueError("found no spatial downsampling in the model's 4-D activations; set params.layers")
+    return dict(found.values())
+
+
+def _tap(model: torch.nn.Module, x: torch.Tensor, taps: list[Tap]) -> dict[Tap, torch.Tensor]:
+    """One forward pass without gradients; the output of each (module, call)."""
+    modules = dict(model.named_modules())
+    seen: dict[Tap, object] = {}
+
+    def record(name, wanted):
+        count = [0]
+
+        def hook(module, args, output):
+            if wanted in (-1, count[0]):
+                seen[(name, wanted)] = output
+            count[0] += 1
+        return hook
+
+    _forward(model, x, [modules[n].register_forward_hook(record(n, c)) for n, c in dict.fromkeys(taps)])
+    for tap in taps:
+        out = seen.get(tap)
+        if not (isinstance(out, torch.Tensor) and out.dim() == 4):
+            got = "no output" if out is None else type(out).__name__ + \
+                (f" of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else "")
+            raise ValueError(f"layer {tap[0]!r} gave {got}, expected a 4-D [B,C,H,W] activation")
+    return {tap: seen[tap] for tap in taps}
+
+
+def _forward(model: torch.nn.Module, x: torch.Tensor, handles: list) -> None:
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+Weight = Annotated[float, Field(ge=0)]
+
+
+class SmoeParams(Params):
+    layers: list[str] | None = Field(None, min_length=1, description=(
+        "module names of the activations, earliest first; default: detected, the tensor each "
+        "spatial downsampling takes (§2.2, the end of each scale)"))
+    weights: Literal["equal", "linear", "paper"] | list[Weight] = Field("linear", description=(
+        "per-scale weights of Eq. 3 (§3.2): equal [1,..], linear [1,2,..,n] (default: the paper's "
+        "rule of thumb, any number of scales, Table 2 SUM 1.28 vs 1.30 for the ResNet-50 prior), "
+        "paper [0.18,0.15,0.37,0.40,0.72] (5 scales only), or a list"))
+    epsilon: float = Field(1e-6, gt=0, le=1.0, description="added to every activation before log2 (§2.1)")
+    normalize: Literal["cdf", "none"] = Field("cdf", description=(
+        "squash each scale's map by a normal CDF with its own mean/std (Eq. 3), or combine raw maps"))
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if isinstance(self.weights, list):
+            if sum(self.weights) <= 0:
+                raise ValueError("weights: at least one weight must be positive")
+            if self.layers is not None and len(self.weights) != len(self.layers):
+                raise ValueError(f"weights: {len(self.weights)} given for {len(self.layers)} layers")
+        elif self.weights == "paper" and self.layers is not None and len(self.layers) != 5:
+            raise ValueError("weights: 'paper' is the prior of 5 scales (§3.2); "
+                             f"{len(self.layers)} layers given")
+        return self
+
+
+def _owned(a: torch.Tensor, x: torch.Tensor, others) -> bool:
+    """May `a`, captured from a finished forward pass, be overwritten? Not if it is a view, a
+    parameter, or shares memory with the input or another captured tensor."""
+    ptr = a.untyped_storage().data_ptr()
+    return (a._base is None and not isinstance(a, torch.nn.Parameter)
+            and ptr != x.untyped_storage().data_ptr()
+            and sum(o.untyped_storage().data_ptr() == ptr for o in others) == 1)
+
+
+class SmoeScale(Explainer):
+    """SMOE Scale (Eq. 2) at the end of each scale, CDF-squashed, upsampled and weighted (Eq. 3).
+
+    One forward pass under ``torch.no_grad``, batched; class-agnostic (`target` is ignored).
+    `extra_figures` adds the LOVI picture (§2.3).
+    """
+
+    name = "smoe_scale"
+    description = ("Class-agnostic map from one forward pass: SMOE Scale of the activations at the "
+                   "end of each network scale, combined over scales.")
+    paper = "Mundhenk et al., Efficient Saliency Maps for Explainable AI (SMOE Scale, LOVI)"
+    differentiable = False
+    Params = SmoeParams
+
+    def scale_maps(self, model: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Eq. 2 at each chosen layer: module name -> ``[B,h,w]``, earliest scale first."""
+        acts = scale_activations(model, x, self.params.layers)
+        return {name: smoe_scale(a, self.params.epsilon, inplace=_owned(a, x, acts.values()))
+                for name, a in acts.items()}
+
+    def explain(self, model, x, target):
+        maps = list(self.scale_maps(model, x).values())
+        if self.params.normalize == "cdf":
+            maps = [cdf_normalize(m) for m in maps]
+        weights = scale_weights(self.params.weights, len(maps))
+        return combine(maps, weights, tuple(x.shape[-2:]))
+
+    def extra_figures(self, model, x, target):
+        """LOVI (§2.3) of the CDF-squashed scale maps (Eqs. 4-6 need s in [0,1], from Eq. 3)."""
+        size = tuple(x.shape[-2:])
+        maps = [upsample(cdf_normalize(m), size) for m in self.scale_maps(model, x).values()]
+        return {"lovi": lovi(torch.stack(maps, dim=1))}
+
+
+@auditor.hookimpl
+def auditor_explainers():
+    return [SmoeScale]
