@@ -1,0 +1,190 @@
+"""SRD, Sharing Ratio Decomposition (Han, Kim & Kwak 2024, "Respect the model: Fine-grained and
+Robust Explanation with Sharing Ratio Decomposition").
+
+The unit of analysis is the pointwise feature vector (PFV): the C channels of a feature map at one
+position (§3.1). Between two nonlinear layers the network is affine, so the PRE-activation PFV
+v_j^k at layer k is a sum of pieces, each a function of one PFV v_i^l of the layer before (Eq. 5):
+
+    v_j^k = sum_{i in RF_j} v̂_{i->j},   v̂_{i->j} = f_{i->j}(v_i^l)               (Eq. 5, App. B)
+    mu_{i->j} = <v̂_{i->j}, v_j^k> / ||v_j^k||^2        (so sum_i mu_{i->j} = 1)         (Eq. 6)
+    R_i^l = sum_{j in PF_i} mu_{i->j} R_j^k                                         (Eqs. 7-8)
+
+Relevance starts at the encoder output L with the modified sharing ratio (Eqs. 4 and 9):
+
+    R_i^L = max(Phi_i^c - 1/K sum_k Phi_i^k, 0),  Phi_i^c = sum_ch alpha_ch^c A_i^ch,
+    alpha_ch^c = 1/HW sum_i dy^c / dA_i^ch                     (Grad-CAM weights, K classes)
+
+and is redistributed layer by layer to the input (the backward pass of §3.2; Appendix C proves
+it equals the forward ERF construction of Eqs. 1-3). The affine pieces f (Appendix B) and the
+batched backward are in `srd_layers`.
+
+Interpretations (the paper leaves these open; each is documented where it is used):
+
+* Eq. 4's mean over classes is linear in the gradient, so it is computed with ONE gradient of
+  ``y_c - mean_k y_k`` instead of K. ``A`` is the encoder output as the model computes it (after
+  its ReLU/pooling); ``contrastive=False`` gives Grad-CAM's ``max(Phi^c, 0)``.
+* L (default): the last feature map with more than one position before the head flattens or
+  pools it globally (7x7 for ResNet-50/VGG-16 at 224 px, as Table 2's SRD-low). The head after L
+  is only differentiated (Eq. 4), never decomposed ("for an MLP layer, we opt for established
+  backward methods such as Grad-CAM", §3.1).
+* Resolutions of Table 2: ``low`` = L; ``high`` = the deepest nonlinear layer downsampled at most
+  8x (28x28 at 224 px); ``input`` = the pixels. Coarser maps are upsampled bilinearly to the input
+  size, as the paper does before evaluating. The relevance of a pixel is the relevance of its
+  PFV (its colour channels together), so no channel reduction is needed; maps are signed and not
+  normalized (the paper divides by the maximum only for display/metrics).
+* Bias shares in composite segments, BatchNorm folding and zero PFVs: see `srd_layers`.
+* Relevance passes the input normalization ``(x - mean) / std`` exactly (a per-position shift
+  stays with its pixel), so maps over [0, 1] pixels equal maps over normalized ones.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from pydantic import Field
+
+import auditor
+from auditor import Explainer, Params
+
+from .srd_layers import Decomposition, SRDUnsupportedError, call_node, where
+
+__all__ = ["SRD", "SRDParams", "SRDUnsupportedError", "Decomposition", "head"]
+
+
+class SRDParams(Params):
+    resolution: Literal["input", "high", "low"] = Field(
+        "input", description="where the map is taken (Table 2): 'input' pixels; 'high' the deepest "
+        "nonlinear layer downsampled at most 8x (28x28 at 224 px); 'low' the encoder output "
+        "(7x7); coarser maps are upsampled bilinearly to the input size")
+    layer: str | None = Field(
+        None, description="take the map at this module's output instead (dotted name in the "
+        "model, e.g. 'layer2' or 'features.22'; a container means its last operation)")
+    encoder_output: str | None = Field(
+        None, description="layer L where Eq. 4 starts; default: walking back from the logits "
+        "through the head's one-input layers (linear, flatten, global pooling), the first feature "
+        "map with more than one position (ResNet's last block, VGG's 7x7 features)")
+    contrastive: bool = Field(
+        True, description="Eq. 4 as in the paper: subtract the mean over classes before clipping "
+        "negatives; false: Grad-CAM's max(Phi^c, 0) without the class mean")
+
+
+class SRD(Explainer):
+    """R^L from Eq. 4 at the encoder output, redistributed to the chosen layer by the sharing
+    ratios of Eq. 6 (Eqs. 7-9); returns ``[B, H, W]`` at input resolution.
+
+    Cost: one recorded forward pass, the head's gradient (Eq. 4), then one backward sweep whose
+    per-layer work is a transposed convolution (all kernel taps at once) plus two one-channel
+    convolutions for the bias shares (Eq. 11): measured 1.3-1.9 forward+backward passes on
+    ResNet-18/VGG-16 at 224 px (about 3 on the small quickstart CNN, where per-layer
+    elementwise work weighs more), batch 16 on CPU.
+    """
+
+    name = "srd"
+    description = "Sharing Ratio Decomposition: relevance split by PFV sharing ratios"
+    paper = "Han, Kim & Kwak 2024"
+    Params = SRDParams
+
+    def explain(self, model, x, target):
+        with torch.enable_grad():
+            run = Decomposition(model, x)
+            top = self.encoder_output(run)
+            start = self.final_relevance(run, top, target)
+            at = self.map_layer(run, top, x)
+            if at is top:
+                relevance = start
+            else:
+                kept = run.backward(top, start, keep={at})
+                relevance = kept.get(at, torch.zeros(x.shape[0], *run.shape[at][1:],
+                                                     dtype=x.dtype, device=x.device))
+        if tuple(relevance.shape[1:]) != tuple(x.shape[2:]):
+            relevance = F.interpolate(relevance[:, None], size=tuple(x.shape[2:]), mode="bilinear",
+                                      align_corners=False)[:, 0]
+        return relevance.detach()
+
+    def encoder_output(self, run: Decomposition) -> fx.Node:
+        """L: ``params.encoder_output`` or `default_encoder_output`."""
+        name = self.params.encoder_output
+        return run.find(name) if name else default_encoder_output(run)
+
+    def final_relevance(self, run: Decomposition, top: fx.Node, target: torch.Tensor) -> torch.Tensor:
+        """Eqs. 4 and 9: ``R_i^L = max(Phi_i^c - mean_k Phi_i^k, 0)`` per PFV i of L, ``[B,H,W]``."""
+        a = run.values[top].detach().requires_grad_(True)
+        logits = head(run, top, a)
+        score = logits.gather(1, target.view(-1, 1).to(logits.device))[:, 0]
+        if self.params.contrastive:  # 1/K sum_k Phi^k is Phi of the mean logit (linear in y)
+            score = score - logits.mean(1)
+        grad = torch.autograd.grad(score.sum(), a)[0]
+        alpha = run.pfv(top, grad).mean((2, 3), keepdim=True)  # Grad-CAM weights alpha_ch
+        phi = (alpha * run.pfv(top, a.detach())).sum(1)
+        return phi.clamp_min(0)
+
+    def map_layer(self, run: Decomposition, top: fx.Node, x: torch.Tensor) -> fx.Node:
+        """The node whose PFV relevance is the map: ``params.layer`` or the Table 2 resolution."""
+        below = run.ancestors(top)
+        if self.params.layer is not None:
+            node = run.find(self.params.layer)
+            if node not in below:
+                raise ValueError(f"layer {self.params.layer!r} is not below the encoder output "
+                                 f"{top.name!r}; SRD maps exist only there")
+            return node
+        if self.params.resolution == "low":
+            return top
+        if self.params.resolution == "high":
+            height, width = x.shape[2:]
+            fine = [n for n in below if (run.steps[n].kind == "act" or n is top) and
+                    run.shape[n][1] * 8 >= height and run.shape[n][2] * 8 >= width]
+            if fine:
+                return fine[-1]
+        return below[0]  # the model input
+
+
+def default_encoder_output(run: Decomposition) -> fx.Node:
+    """Default encoder output L (§3.1, Eq. 3): walking back from the logits through the head's
+    chain of one-input layers (linear, flatten, global pooling, ...), the first [B,C,H,W] feature
+    map with more than one position: ResNet's last block (7x7 at 224 px), VGG's 7x7 features,
+    the quickstart CNN's 4x4 features. A side branch (e.g. a squeeze-excitation gate) never
+    ends the encoder early."""
+    node = run.output
+    while isinstance(node, fx.Node) and node in run.steps:
+        if node in run.shape and run.values[node].dim() == 4 and \
+                run.shape[node][1] * run.shape[node][2] > 1:
+            return node
+        if len(run.steps[node].inputs) != 1:
+            break
+        node = run.steps[node].inputs[0]
+    raise SRDUnsupportedError("SRD found no single spatial feature map that the classifier head "
+                              "reads; set params.encoder_output")
+
+
+def head(run: Decomposition, start: fx.Node, value: torch.Tensor) -> torch.Tensor:
+    """The logits recomputed from ``value`` at `start` with autograd on: the classifier head
+    that Eq. 4 differentiates (never decomposed). Every path to the output must go through
+    `start`, or Eq. 4 would miss part of the model."""
+    values = {start: value}
+    for node in run.nodes[run.nodes.index(start) + 1:]:
+        inputs = run.steps[node].inputs
+        if not any(a in values for a in inputs):
+            continue
+        for a in inputs:
+            if a not in values:
+                raise SRDUnsupportedError(
+                    f"the classifier head reads {where(a, run.model)}, which bypasses the encoder "
+                    f"output {where(start, run.model)}; set params.encoder_output to a layer that "
+                    "every path to the output goes through")
+        get = lambda a: values.get(a, run.values[a])  # noqa: E731
+        values[node] = call_node(run.model, node, fx.node.map_arg(node.args, get),
+                             fx.node.map_arg(node.kwargs, get))
+    out = values.get(run.output) if isinstance(run.output, fx.Node) else None
+    if out is None:
+        raise SRDUnsupportedError(f"the model output does not depend on the encoder output "
+                                  f"{where(start, run.model)}")
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        raise SRDUnsupportedError("SRD explains models whose output is one logit tensor [B, classes]")
+    return out
+
+
+@auditor.hookimpl
+def auditor_explainers():
+    return [SRD]
