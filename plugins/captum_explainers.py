@@ -71,7 +71,8 @@ class GuidedBackpropExplainer(Explainer):
 class IGParams(SumParams):
     steps: int = Field(32, ge=2, le=1024, description="Riemann/Gauss-Legendre steps")
     baseline: float = Field(0.0, ge=0.0, le=1.0, description="constant baseline image (0 = black)")
-    internal_batch_size: int | None = Field(None, ge=1, description="cap on samples per pass")
+    steps_per_pass: int | None = Field(None, ge=1, description=(
+        "interpolation steps evaluated per forward+backward pass (default: 2 on CPU, 8 on GPU)"))
 
 
 class IntegratedGradientsExplainer(Explainer):
@@ -85,7 +86,7 @@ class IntegratedGradientsExplainer(Explainer):
     def explain(self, model, x, target):
         attr = IntegratedGradients(model).attribute(
             x, baselines=self.params.baseline, target=target, n_steps=self.params.steps,
-            internal_batch_size=self.params.internal_batch_size)
+            internal_batch_size=len(x) * copies_per_pass(self.params.steps_per_pass, x.device))
         return reduce_channels(attr, self.params.channel_reduction)
 
 
@@ -94,6 +95,21 @@ class SmoothGradParams(MaxAbsParams):
     noise_level: float = Field(0.15, gt=0.0, le=1.0,
                                description="noise std as a fraction of the pixel range (paper: 0.1-0.2)")
     seed: int = Field(0, description="noise seed: the same noise for every model variant")
+    samples_per_pass: int | None = Field(None, ge=1, description=(
+        "noisy copies evaluated per forward+backward pass (default: 2 on CPU, 8 on GPU)"))
+
+
+def copies_per_pass(requested: int | None, device: torch.device) -> int:
+    """How many expanded copies of the batch (IG steps, SmoothGrad samples) go through one pass.
+
+    Captum's default expands the whole batch at once (B x steps rows). On CPU that is up to 2x
+    slower per row than small chunks (cache-bound; measured: IG 16 steps on the quickstart CNN
+    26.8 passes unchunked vs 12.1 with 2 steps per pass, resnet18 IG 8 steps 14.0 vs 7.6), so the
+    default is 2 copies per pass there; on a GPU 8, which bounds memory for large models.
+    """
+    if requested is not None:
+        return requested
+    return 8 if device.type == "cuda" else 2
 
 
 @contextlib.contextmanager
@@ -117,7 +133,9 @@ class SmoothGrad(Explainer):
         with seeded(self.params.seed, x.device):
             grad = NoiseTunnel(Saliency(model)).attribute(
                 x, nt_type="smoothgrad", nt_samples=self.params.samples,
-                nt_samples_batch_size=self.params.samples, stdevs=self.params.noise_level,
+                nt_samples_batch_size=min(self.params.samples,
+                                          copies_per_pass(self.params.samples_per_pass, x.device)),
+                stdevs=self.params.noise_level,
                 target=target, abs=False)
         return reduce_channels(grad, self.params.channel_reduction)
 

@@ -30,7 +30,7 @@ from auditor import Batch, Check, Conclusion, Params, Verdict
 from auditor.figures import overlay, picture
 
 from .model_randomization import Block, block_state, find_blocks, randomize, restore
-from .similarity import METRICS, similarities
+from .similarity import METRICS, Reference
 
 
 class SanityParams(Params):
@@ -60,6 +60,7 @@ class SanityRandomization(Check):
 
     def measure(self, batch: Batch, explainer: str) -> list[dict[str, Any]]:
         original = batch.explain(explainer)
+        reference = Reference(original)
         model = copy.deepcopy(batch.model)
         blocks = find_blocks(model, batch.x, self.params.granularity, self.params.blocks)
         if not blocks:
@@ -74,16 +75,17 @@ class SanityRandomization(Check):
         for block in top_down:  # in place, one more block each step
             methods[block.label] = randomize(model, block, seeds[block.label])
             maps = batch.explain(explainer, model=model, variant=None)
-            cascading.append(similarities(original, maps))
+            cascading.append(reference.compare(maps))
             for i in range(shown):
                 strips[i].append(overlay(batch.x[i], maps[i]))
         independent = []
         if self.params.independent:
             model.load_state_dict(pristine)
-            for block in top_down:
+            independent.append(cascading[0])  # the top block alone: the first cascading step
+            for block in top_down[1:]:
                 saved = block_state(model, block)
                 randomize(model, block, seeds[block.label])
-                independent.append(similarities(original, batch.explain(explainer, model=model, variant=None)))
+                independent.append(reference.compare(batch.explain(explainer, model=model, variant=None)))
                 restore(model, saved)
         records = [self._record(i, top_down, methods, cascading, independent) for i in range(len(batch))]
         for i in range(shown):

@@ -32,8 +32,8 @@ def row_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(denom > 0, np.clip(r, -1.0, 1.0), 0.0)
 
 
-def spearman(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
-    return row_pearson(rankdata(_rows(a), axis=1), rankdata(_rows(b), axis=1))
+def ranks(rows: np.ndarray) -> np.ndarray:
+    return rankdata(rows, axis=1)
 
 
 def unit_range(maps: torch.Tensor) -> np.ndarray:
@@ -44,16 +44,34 @@ def unit_range(maps: torch.Tensor) -> np.ndarray:
     return scaled.view_as(maps).cpu().numpy().astype(np.float64)
 
 
-def ssim(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
-    ua, ub = unit_range(a), unit_range(b)
-    win = min(7, *a.shape[1:]) // 2 * 2 + 1 if min(a.shape[1:]) >= 3 else 1
+def ssim_rows(ua: np.ndarray, ub: np.ndarray) -> np.ndarray:
+    """SSIM of each pair of ``[H,W]`` maps already scaled by `unit_range`."""
+    side = min(7, *ua.shape[1:])
+    win = side if side % 2 else side - 1  # the largest odd window <= 7 that fits
     if win < 3:
-        raise ValueError(f"maps of size {tuple(a.shape[1:])} are too small for SSIM")
-    return np.array([structural_similarity(x, y, data_range=1.0, win_size=min(win, 7))
+        raise ValueError(f"maps of size {tuple(ua.shape[1:])} are too small for SSIM")
+    return np.array([structural_similarity(x, y, data_range=1.0, win_size=win)
                      for x, y in zip(ua, ub)])
+
+
+class Reference:
+    """A batch of original maps, prepared once (ranks, unit range) and compared with many others
+    (the sanity check compares the same originals with every randomization step)."""
+
+    def __init__(self, maps: torch.Tensor):
+        self.rows = _rows(maps)
+        self.ranks_abs, self.ranks = ranks(np.abs(self.rows)), ranks(self.rows)
+        self.unit = unit_range(maps)
+
+    def compare(self, maps: torch.Tensor) -> dict[str, np.ndarray]:
+        """Every metric of `METRICS`, one value per sample, for a batch shaped like the originals."""
+        rows = _rows(maps)
+        return {"spearman_abs": row_pearson(self.ranks_abs, ranks(np.abs(rows))),
+                "spearman": row_pearson(self.ranks, ranks(rows)),
+                "ssim": ssim_rows(self.unit, unit_range(maps)),
+                "pearson": row_pearson(self.rows, rows)}
 
 
 def similarities(a: torch.Tensor, b: torch.Tensor) -> dict[str, np.ndarray]:
     """Every metric of `METRICS` for two ``[B,H,W]`` batches of maps."""
-    return {"spearman_abs": spearman(a.abs(), b.abs()), "spearman": spearman(a, b),
-            "ssim": ssim(a, b), "pearson": row_pearson(_rows(a), _rows(b))}
+    return Reference(a).compare(b)

@@ -107,3 +107,18 @@ def chromium() -> str:
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--hide-scrollbars"]
+
+
+class GuidedReLU(torch.autograd.Function):
+    """The guided backprop rule written out (Springenberg et al. 2015): ReLU forward; backward
+    passes a gradient only where both the input and the incoming gradient are positive."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * (x > 0) * (grad > 0)

@@ -9,7 +9,7 @@ from auditor.explain import ExplanationCache, validated
 from auditor.model import LoadedModel, prepare
 from auditor.plugins import load_registry
 
-from conftest import FIXTURES
+from conftest import FIXTURES, GuidedReLU
 
 sys.path.insert(0, str(FIXTURES))
 from tiny_model import build  # noqa: E402
@@ -65,16 +65,22 @@ def test_integrated_gradients_completeness(setup):
     assert torch.allclose(maps.flatten(1).sum(1), delta, atol=2e-2 * delta.abs().max().item() + 1e-3)
 
 
-class GuidedReLU(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x.clamp_min(0)
+def test_chunking_the_expanded_batch_does_not_change_integrated_gradients(setup):
+    """`steps_per_pass` only splits Captum's B x steps batch into passes; the integral is the same."""
+    model, x, target = setup
+    whole = make("integrated_gradients", steps=12, steps_per_pass=12).explain(model, x, target)
+    for chunk in (1, 5):
+        chunked = make("integrated_gradients", steps=12, steps_per_pass=chunk).explain(model, x, target)
+        assert torch.allclose(whole, chunked, atol=1e-6, rtol=1e-5)
 
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return grad * (x > 0) * (grad > 0)
+
+def test_smoothgrad_averages_the_requested_number_of_samples_in_any_chunking(setup):
+    """With noise 1e-9 every copy has the plain gradient, so any chunking must return it exactly."""
+    model, x, target = setup
+    grad = input_grad(model, x, target).abs().amax(1)
+    for chunk in (1, 3, 7, 64):
+        maps = make("smoothgrad", samples=7, samples_per_pass=chunk, noise_level=1e-9).explain(model, x, target)
+        assert torch.allclose(maps, grad, atol=1e-5), chunk
 
 
 def test_guided_backprop_matches_hand_written_rule(setup):

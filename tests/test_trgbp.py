@@ -19,7 +19,7 @@ from auditor.plugins import load_registry
 from auditor.spec import load_spec, parse_spec
 from auditor_plugins.trgbp import TRGBP, TRGBPParams, effective_bias
 
-from conftest import QUICKSTART
+from conftest import QUICKSTART, GuidedReLU
 
 sys.path.insert(0, str(QUICKSTART))
 import dataset  # noqa: E402
@@ -151,18 +151,8 @@ def reference(model, x, target, top_k=5, bias_map="patch"):
     """R_k with the ones-inputs as graph leaves (the reparametrization of Eq. 8 itself): a biased
     layer's output gets ``+ b * (ones_patch(s) - 1)`` (value unchanged), so d f / d s is its map.
     The guided rule is a custom autograd function swapped in for every ReLU call."""
-    class Guided(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, t):
-            ctx.save_for_backward(t)
-            return t.clamp_min(0)
-
-        @staticmethod
-        def backward(ctx, g):
-            return g.clamp_min(0) * (ctx.saved_tensors[0] > 0)
-
     def relu_forward(self, t):
-        return Guided.apply(t)
+        return GuidedReLU.apply(t)
 
     with torch.no_grad():
         logits = model(x)
