@@ -139,7 +139,7 @@ def processor(device: torch.device) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["quickstart", "resnet18"],
-                        choices=["quickstart", "resnet18", "vgg16"])
+                        choices=["quickstart", "resnet18", "resnet50", "vgg16"])
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")

@@ -8,7 +8,7 @@ Each returns ``[B,H,W]`` at input resolution. Channels are reduced by ``channel_
 from __future__ import annotations
 
 import contextlib
-from typing import ClassVar, Iterator, Literal
+from typing import Iterator, Literal
 
 import torch
 from captum.attr import (GuidedBackprop, InputXGradient, IntegratedGradients, LayerAttribution,

@@ -16,7 +16,7 @@ Relevance starts at the encoder output L with the modified sharing ratio (Eqs. 4
 
 and is redistributed layer by layer to the input (the backward pass of §3.2; Appendix C proves
 it equals the forward ERF construction of Eqs. 1-3). The affine pieces f (Appendix B) and the
-batched backward are in `srd_layers`.
+batched backward are in `srd_layers`, the traced graph in `srd_graph`.
 
 Interpretations (the paper leaves these open; each is documented where it is used):
 
@@ -48,7 +48,8 @@ from pydantic import Field
 import auditor
 from auditor import Explainer, Params
 
-from .srd_layers import Decomposition, SRDUnsupportedError, call_node, where
+from .srd_graph import SRDUnsupportedError, call_node, where
+from .srd_layers import Decomposition
 
 __all__ = ["SRD", "SRDParams", "SRDUnsupportedError", "Decomposition", "head"]
 
@@ -123,17 +124,23 @@ class SRD(Explainer):
     def map_layer(self, run: Decomposition, top: fx.Node, x: torch.Tensor) -> fx.Node:
         """The node whose PFV relevance is the map: ``params.layer`` or the Table 2 resolution."""
         below = run.ancestors(top)
+        whole = run.cuts(below)
         if self.params.layer is not None:
             node = run.find(self.params.layer)
             if node not in below:
                 raise ValueError(f"layer {self.params.layer!r} is not below the encoder output "
                                  f"{top.name!r}; SRD maps exist only there")
+            if node not in whole:
+                outputs = [n.name for n in whole if run.steps[n].kind == "act"][-3:]
+                raise ValueError(f"layer {self.params.layer!r} lies inside a residual block: part of "
+                                 "the relevance bypasses it through the skip connection, so its map "
+                                 f"would be partial; choose a block output, e.g. one of {outputs}")
             return node
         if self.params.resolution == "low":
             return top
         if self.params.resolution == "high":
             height, width = x.shape[2:]
-            fine = [n for n in below if (run.steps[n].kind == "act" or n is top) and
+            fine = [n for n in whole if (run.steps[n].kind == "act" or n is top) and
                     run.shape[n][1] * 8 >= height and run.shape[n][2] * 8 >= width]
             if fine:
                 return fine[-1]

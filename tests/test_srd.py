@@ -298,6 +298,7 @@ def native_maps(model, x, target):
 @pytest.mark.parametrize("arch, size, expected", [
     ("resnet18", 224, {"low": (7, 7), "high": (28, 28), "input": (224, 224)}),
     ("vgg16", 224, {"low": (7, 7), "high": (28, 28), "input": (224, 224)}),
+    ("resnet50", 64, {"low": (2, 2), "high": (8, 8), "input": (64, 64)}),  # bottlenecks, 1x1 convs
     ("quickstart", 64, {"low": (4, 4), "high": (8, 8), "input": (64, 64)}),
 ])
 def test_resolutions_of_table_2_on_real_architectures(arch, size, expected):
@@ -327,3 +328,21 @@ def test_registered_and_runs_in_a_real_audit(tmp_path):
         print(f"  {block:34s} cascading spearman_abs {ev['cascading']['mean']['spearman_abs'][i]:6.3f} "
               f"ssim {ev['cascading']['mean']['ssim'][i]:6.3f}")
     assert cell["verdict"] in ("PASS", "FAIL"), cell["reason"]
+
+
+def test_maps_only_where_the_whole_relevance_passes():
+    """Inside a residual block part of the relevance takes the skip connection: the "high" map
+    must sit at a block output (found as a graph cut), and asking for an inner layer is an error."""
+    torch.manual_seed(3)
+    model = wrap(torchvision.models.resnet18(weights=None), *IMAGENET)
+    x = torch.rand(1, 3, 64, 64)
+    run = Decomposition(model, x)
+    top = SRD(SRDParams()).encoder_output(run)
+    cuts = {n.name for n in run.cuts(run.ancestors(top))}
+    assert {"net_layer2_0_relu_1", "net_layer3_1_relu_1", "x"} <= cuts  # block outputs, the input
+    assert not {"net_layer2_0_relu", "net_layer2_0_conv1", "net_layer2_0_downsample_0"} & cuts
+    target = model(x).argmax(1)
+    block = SRD(SRDParams(layer="layer2.1", resolution="low")).explain(model, x, target)
+    assert torch.isfinite(block).all()
+    with pytest.raises(ValueError, match="inside a residual block.*net_layer"):
+        SRD(SRDParams(layer="net_layer2_0_relu")).explain(model, x, target)
