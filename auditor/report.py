@@ -64,9 +64,9 @@ def render_html(results: dict[str, Any], registry: Any = None) -> str:
     for i, check in enumerate(checks):
         check["cells"] = [c for c in cells if c.get("check_index", i) == i and c["check"] == check["name"]]
     explainers = list(dict.fromkeys(c["explainer"] for c in cells))
-    matrix = [{"check": check["name"], "anchor": f"check-{i}",
-               "verdicts": {c["explainer"]: c["verdict"] for c in check["cells"]}}
-              for i, check in enumerate(checks)]
+    # one row per explainer, one column per check: audits have more explainers than checks
+    verdicts = [{c["explainer"]: c["verdict"] for c in check["cells"]} for check in checks]
+    matrix = [{"explainer": e, "verdicts": [v.get(e) for v in verdicts]} for e in explainers]
     for name, source in _partials(registry).items():
         for check in checks:
             if check["name"] == name:

@@ -43,6 +43,29 @@ def test_html_has_every_verdict_and_evidence(quickstart_run):
     assert headings[0] == 1 and all(b - a <= 1 for a, b in zip(headings, headings[1:]))
 
 
+def test_matrix_has_a_row_per_explainer_and_a_column_per_check(quickstart_run):
+    """Audits have more explainers than checks: explainers are rows, so the matrix grows down,
+    never off the page; a cell a check did not produce reads "not run"."""
+    import copy
+
+    results = copy.deepcopy(quickstart_run[0])
+    other = dict(results["checks"][0], name="second_check", description="", paper="")
+    results["checks"].append(other)
+    results["cells"].append(dict(results["cells"][0], check="second_check", check_index=1,
+                                 verdict="ERROR", reason="boom", evidence={}, metrics={}))
+    html = render_html(results)
+    matrix = html[html.index('<table class="matrix">'):html.index("</table>", html.index('<table class="matrix">'))]
+    header = re.findall(r'<th scope="col">(.*?)</th>', matrix)
+    assert [re.sub("<[^>]+>", "", h) for h in header] == ["Explainer", "sanity_randomization", "second_check"]
+    rows = re.findall(r'<tr><th scope="row">(.*?)</th>(.*?)</tr>', matrix, re.S)
+    first = results["cells"][0]["explainer"]
+    assert [name for name, _ in rows] == list(dict.fromkeys(c["explainer"] for c in results["cells"]))
+    for name, cells in rows:
+        verdicts = re.findall(r'class="verdict verdict-\w+">([^<]+)</td>', cells)
+        own = next(c["verdict"] for c in results["cells"] if c["explainer"] == name)
+        assert verdicts == [own, "ERROR" if name == first else "not run"], name
+
+
 def test_no_external_resources(quickstart_run):
     html = (quickstart_run[1] / "report.html").read_text()
     sources = re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', html) + re.findall(r"url\(([^)]*)\)", html)
