@@ -15,17 +15,12 @@ explainer at batch 1 and at batch N, to show where the time goes.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from auditor.model import LoadedModel, prepare
-from auditor.plugins import load_registry
-from explainer_cost import one_pass, processor, quickstart, timed, torchvision_model
+from explainer_cost import one_pass, prepared, run_all, timed
 
 MODELS = ["quickstart", "resnet18", "resnet50", "vgg16"]
 
@@ -48,12 +43,7 @@ def profile_table(fn, x, target, device, rows: int) -> str:
 
 
 def bench_model(name: str, args, registry, device) -> dict:
-    net, note, size, mean, std, x = quickstart(args.batch) if name == "quickstart" else \
-        torchvision_model(name, args.batch)
-    model = prepare(LoadedModel(net, "benchmark", name), mean, std, device)
-    x = x.to(device)
-    with torch.no_grad():
-        target = model(x).argmax(dim=1)
+    model, x, target, note, size = prepared(name, args.batch, device)
     print(f"\n### {name} ({size}x{size}, batch {args.batch} vs 1, {note})\n")
     print("| method | s/image at batch 1 | s/image at batch N | speed-up |\n|---|---:|---:|---:|")
     rows = {}
@@ -87,20 +77,9 @@ def main() -> None:
     parser.add_argument("--profile-rows", type=int, default=12)
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = parser.parse_args()
-    registry, device = load_registry(), torch.device(args.device)
-    unknown = set(args.explainers) - set(registry.explainers)
-    if unknown:
-        parser.error(f"unknown explainers {sorted(unknown)}; registered: {sorted(registry.explainers)}")
     if set(args.profile or []) - set(args.explainers) - {"forward+backward pass"}:
         parser.error("--profile names must be among --explainers")
-    host = {"device": args.device, "processor": processor(device), "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version()}
-    print("## Batching speed-up\n\nhost: " + ", ".join(f"{k} {v}" for k, v in host.items()))
-    results = [bench_model(name, args, registry, device) for name in args.models]
-    if args.json:
-        args.json.write_text(json.dumps({"host": host, "results": results}, indent=2))
-        print(f"\nwrote {args.json}")
+    run_all("Batching speed-up", parser, args, bench_model)
 
 
 if __name__ == "__main__":

@@ -94,13 +94,19 @@ def one_pass(model, x, target):
     return x.grad
 
 
-def bench_model(name, args, registry, device) -> dict:
-    net, note, size, mean, std, x = quickstart(args.batch) if name == "quickstart" else \
-        torchvision_model(name, args.batch)
+def prepared(name: str, batch: int, device: torch.device):
+    """(model, x, target, note, size): the prepared model, its batch and its argmax targets."""
+    net, note, size, mean, std, x = quickstart(batch) if name == "quickstart" else \
+        torchvision_model(name, batch)
     model = prepare(LoadedModel(net, "benchmark", name), mean, std, device)
     x = x.to(device)
     with torch.no_grad():
         target = model(x).argmax(dim=1)
+    return model, x, target, note, size
+
+
+def bench_model(name, args, registry, device) -> dict:
+    model, x, target, note, size = prepared(name, args.batch, device)
     with torch.enable_grad():
         pass_s = timed(lambda: one_pass(model, x, target), args.repeats, device)
     fwd_s = timed(lambda: forward_pass(model, x), args.repeats, device)
@@ -146,6 +152,11 @@ def main() -> None:
     parser.add_argument("--explainers", nargs="+", help="subset of registered explainer names")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = parser.parse_args()
+    run_all("Explainer cost", parser, args, bench_model)
+
+
+def run_all(title: str, parser, args, bench) -> None:
+    """Check the explainer names, print the host, run `bench` per model, write --json."""
     registry, device = load_registry(), torch.device(args.device)
     unknown = set(args.explainers or []) - set(registry.explainers)
     if unknown:
@@ -153,8 +164,8 @@ def main() -> None:
     host = {"device": args.device, "processor": processor(device), "cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version()}
-    print("## Explainer cost\n\nhost: " + ", ".join(f"{k} {v}" for k, v in host.items()))
-    results = [bench_model(name, args, registry, device) for name in args.models]
+    print(f"## {title}\n\nhost: " + ", ".join(f"{k} {v}" for k, v in host.items()))
+    results = [bench(name, args, registry, device) for name in args.models]
     if args.json:
         args.json.write_text(json.dumps({"host": host, "results": results}, indent=2))
         print(f"\nwrote {args.json}")

@@ -1,5 +1,5 @@
-"""Baseline explainers from Captum: gradient, input x gradient, guided backprop, integrated
-gradients, SmoothGrad and Grad-CAM.
+"""Baseline explainers: gradient, input x gradient, guided backprop, integrated gradients and
+Grad-CAM from Captum; SmoothGrad here (per-image noise, see its docstring).
 
 Each returns ``[B,H,W]`` at input resolution. Channels are reduced by ``channel_reduction``:
 ``max_abs`` (max over colour channels of |a|, Simonyan et al. 2014) for gradient and SmoothGrad,
@@ -7,12 +7,12 @@ Each returns ``[B,H,W]`` at input resolution. Channels are reduced by ``channel_
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator, Literal
+import hashlib
+from typing import Literal
 
 import torch
 from captum.attr import (GuidedBackprop, InputXGradient, IntegratedGradients, LayerAttribution,
-                         LayerGradCam, NoiseTunnel, Saliency)
+                         LayerGradCam, Saliency)
 from pydantic import Field
 
 import auditor
@@ -94,7 +94,9 @@ class SmoothGradParams(MaxAbsParams):
     samples: int = Field(16, ge=1, le=1024, description="noisy copies per image (paper: 50)")
     noise_level: float = Field(0.15, gt=0.0, le=1.0,
                                description="noise std as a fraction of the pixel range (paper: 0.1-0.2)")
-    seed: int = Field(0, description="noise seed: the same noise for every model variant")
+    seed: int = Field(0, ge=0, lt=2**63, description=(
+        "noise seed, mixed with each image's bytes: the same noise for an image in any batch and "
+        "on every model variant"))
     samples_per_pass: int | None = Field(None, ge=1, description=(
         "noisy copies evaluated per forward+backward pass (default: 2 on CPU, 8 on GPU)"))
 
@@ -112,17 +114,22 @@ def copies_per_pass(requested: int | None, device: torch.device) -> int:
     return 8 if device.type == "cuda" else 2
 
 
-@contextlib.contextmanager
-def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Fix the global RNG for one call, restoring it after (so noise is the same on every model)."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
+def image_seed(image: torch.Tensor, seed: int) -> int:
+    """A seed from the image's bytes and `seed`: the same image gets the same noise in any batch
+    and on every model variant."""
+    digest = hashlib.blake2b(image.detach().cpu().contiguous().numpy().tobytes(), digest_size=8,
+                             key=seed.to_bytes(8, "little"))
+    return int.from_bytes(digest.digest(), "little") & (2**63 - 1)
 
 
 class SmoothGrad(Explainer):
-    """Mean gradient over noisy copies x + N(0, sigma^2) (Smilkov et al. 2017)."""
+    """(1/n) sum_k d y_c(x + eps_k) / d x, eps_k ~ N(0, sigma^2) (Smilkov et al. 2017).
+
+    Each image draws its noise from its own generator seeded by `image_seed`, so a map does not
+    depend on the other images of its batch (batch of N = N single runs, whatever ``batch_size``
+    or ``samples_per_pass``). Captum's NoiseTunnel draws one tensor for the expanded batch, which
+    ties an image's noise to its neighbours; the sum of gradients is computed here instead.
+    """
 
     name = "smoothgrad"
     paper = "Smilkov et al. 2017"
@@ -130,14 +137,20 @@ class SmoothGrad(Explainer):
     Params = SmoothGradParams
 
     def explain(self, model, x, target):
-        with seeded(self.params.seed, x.device):
-            grad = NoiseTunnel(Saliency(model)).attribute(
-                x, nt_type="smoothgrad", nt_samples=self.params.samples,
-                nt_samples_batch_size=min(self.params.samples,
-                                          copies_per_pass(self.params.samples_per_pass, x.device)),
-                stdevs=self.params.noise_level,
-                target=target, abs=False)
-        return reduce_channels(grad, self.params.channel_reduction)
+        p = self.params
+        generators = [torch.Generator(device=x.device).manual_seed(image_seed(image, p.seed))
+                      for image in x]
+        per_pass = min(p.samples, copies_per_pass(p.samples_per_pass, x.device))
+        total, done = torch.zeros_like(x), 0
+        while done < p.samples:
+            k = min(per_pass, p.samples - done)
+            noise = torch.stack([torch.randn((k, *x.shape[1:]), generator=g, device=x.device,
+                                             dtype=x.dtype) for g in generators], dim=1)
+            noisy = (x.detach().unsqueeze(0) + p.noise_level * noise).flatten(0, 1).requires_grad_(True)
+            score = model(noisy).gather(1, target.repeat(k)[:, None]).sum()
+            total += torch.autograd.grad(score, noisy)[0].view(k, *x.shape).sum(0)
+            done += k
+        return reduce_channels(total / p.samples, p.channel_reduction)
 
 
 class GradCamParams(Params):

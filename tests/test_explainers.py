@@ -43,8 +43,6 @@ def test_protocol_shape_and_batch_equals_singles(setup, name):
     explainer = make(name)
     maps = validated(explainer.explain(model, x, target), x, name)
     assert maps.shape == (3, 16, 12)
-    if name == "smoothgrad":  # its noise draws depend on the batch; tested below instead
-        return
     singles = torch.cat([explainer.explain(model, x[i:i + 1], target[i:i + 1]) for i in range(3)])
     assert torch.allclose(maps, singles, atol=1e-5, rtol=1e-4)
 
@@ -138,3 +136,18 @@ def test_cache_shares_original_explanations(setup):
     cache.explain("c", model, x, target, ids, None)
     cache.explain("c", model, x, torch.tensor([1, 1, 1]), ids, "original")
     assert one is two and len(calls) == 3
+
+
+def test_smoothgrad_is_the_mean_gradient_at_its_noisy_copies(setup):
+    """Known answer by construction: replay each image's generator and average the gradients."""
+    from auditor_plugins.captum_explainers import image_seed
+
+    model, x, target = setup
+    maps = make("smoothgrad", samples=5, noise_level=0.2, seed=3, samples_per_pass=2).explain(model, x, target)
+    for i in range(len(x)):
+        g = torch.Generator().manual_seed(image_seed(x[i], 3))
+        noise = torch.randn((5, *x.shape[1:]), generator=g)
+        grads = input_grad(model, x[i:i + 1] + 0.2 * noise, target[i].repeat(5))
+        assert torch.allclose(maps[i], grads.mean(0).abs().amax(0), atol=1e-6)
+    other_seed = make("smoothgrad", samples=5, noise_level=0.2, seed=4).explain(model, x, target)
+    assert not torch.allclose(maps, other_seed)
