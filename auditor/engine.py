@@ -28,6 +28,7 @@ from .batch import Batch
 from .check import Check, Conclusion, Verdict, validated_conclusion, validated_records
 from .errors import AuditorError, SpecError
 from .explain import ExplanationCache
+from .gallery import Gallery
 from .model import prepare
 from .plugins import Registry, load_registry
 from .results import SCHEMA_VERSION, write_json, write_junit
@@ -102,7 +103,8 @@ def run_audit(spec: AuditSpec, base_dir: Path, registry: Registry | None = None,
             cell.conclusion = Conclusion(Verdict.SKIPPED, "needs labels; the data has none")
         elif cell.check.needs_masks and not source.has_masks:
             cell.conclusion = Conclusion(Verdict.SKIPPED, "needs object masks; the data has none")
-    _measure(cells, model, source, samples, explainers, spec, device, num_classes, progress)
+    gallery = Gallery(spec.output.gallery_samples, explainers)
+    _measure(cells, gallery, model, source, samples, explainers, spec, device, num_classes, progress)
     durations["measure"] = _lap(clock)
     for cell in cells:
         _conclude(cell)
@@ -110,6 +112,7 @@ def run_audit(spec: AuditSpec, base_dir: Path, registry: Registry | None = None,
 
     results = _results(spec, registry, loaded, data_fingerprint, samples, cells, durations, device,
                        source.classes or spec.model.class_names, explainers, checks)
+    results["gallery"] = gallery.result()
     out = output_dir or spec.output_directory()
     durations["total"] = time.perf_counter() - clock["start"]
     write_outputs(results, out, spec.output.formats, registry)
@@ -150,13 +153,13 @@ def _predict(model: torch.nn.Module, source: Any, spec: AuditSpec, device: torch
     return samples, "sha256:" + digest.hexdigest(), num_classes
 
 
-def _measure(cells: list[Cell], model: torch.nn.Module, source: Any,
+def _measure(cells: list[Cell], gallery: Gallery, model: torch.nn.Module, source: Any,
              samples: dict[str, dict[str, Any]], explainers: dict, spec: AuditSpec,
              device: torch.device, num_classes: int, progress: bool) -> None:
     total = -(-len(source) // spec.data.batch_size)
     offset = 0
     for sb in _bar(source.batches(spec.data.batch_size), total, "explain+measure", progress):
-        if not any(cell.active for cell in cells):
+        if gallery.complete and not any(cell.active for cell in cells):
             break
         key = "label" if spec.data.target == "label" else "prediction"
         target = torch.tensor([samples[i][key] for i in sb.ids], device=device)
@@ -167,6 +170,7 @@ def _measure(cells: list[Cell], model: torch.nn.Module, source: Any,
                       mask=None if sb.mask is None else sb.mask.to(device),
                       offset=offset, cache=ExplanationCache(explainers))
         offset += len(batch)
+        gallery.add(batch)
         for cell in cells:
             if not cell.active:
                 continue

@@ -127,6 +127,8 @@ class CheckEntry(Strict):
 class OutputSection(Strict):
     directory: Path | None = Field(None, description="default: reports/<audit name>")
     formats: list[Literal["json", "junit", "html", "pdf"]] = ["json", "junit", "html", "pdf"]
+    gallery_samples: int = Field(4, ge=0, le=8, description=(
+        "samples whose maps (and explainers' extra figures) the report shows side by side"))
 
 
 class AuditSpec(Strict):

@@ -116,3 +116,62 @@ def test_cli_run_exit_codes(tiny_spec, tmp_path):
                                    "thresholds": {"spearman_abs": -1.0, "ssim": None}}])
     code, out, _ = run_cli("run", str(spec_path), "--quiet")
     assert code == 1 and "FAIL" in out
+
+
+class BrokenPictures(auditor.Explainer):
+    """Explains fine; its extra figure raises."""
+
+    name = "broken_pictures"
+
+    def explain(self, model, x, target):
+        return x.mean(1)
+
+    def extra_figures(self, model, x, target):
+        raise RuntimeError("no picture today")
+
+
+class GoodPictures(BrokenPictures):
+    name = "good_pictures"
+
+    def extra_figures(self, model, x, target):
+        return {"negative": 1 - x}
+
+
+class GreyPictures(BrokenPictures):
+    name = "grey_pictures"
+
+    def extra_figures(self, model, x, target):
+        return {"grey": x.mean(1, keepdim=True)}  # one channel: not an RGB picture
+
+
+@auditor.hookimpl(specname="auditor_explainers")
+def picture_explainers():
+    return [BrokenPictures, GoodPictures, GreyPictures]
+
+
+def test_gallery_shows_maps_and_extra_figures_and_survives_a_broken_one(tiny_spec, tmp_path):
+    registry = load_registry(extra=[(types.SimpleNamespace(auditor_explainers=picture_explainers), "tests")])
+    spec_path = tiny_spec(explainers=[{"name": "gradient"}, {"name": "broken_pictures"},
+                                      {"name": "good_pictures"}, {"name": "grey_pictures"}],
+                          output={"directory": str(tmp_path / "out"), "formats": ["json", "html"],
+                                  "gallery_samples": 5})
+    results = run_audit(load_spec(spec_path), spec_path.parent, registry=registry, progress=False)
+    assert all(c["verdict"] in ("PASS", "FAIL") for c in results["cells"])  # checks unaffected
+    gallery = results["gallery"]
+    assert len(gallery["samples"]) == 5 == len(gallery["inputs"])  # spans two batches of 4
+    rows = {(r["explainer"], r["figure"]): r for r in gallery["rows"]}
+    assert set(rows) == {("gradient", "map"), ("broken_pictures", "map"), ("good_pictures", "map"),
+                         ("good_pictures", "negative"), ("grey_pictures", "map")}
+    assert "no picture today" in rows[("broken_pictures", "map")]["error"]
+    assert "'grey' must be a [4, 3, H, W] tensor" in rows[("grey_pictures", "map")]["error"]
+    assert all(len(rows[k]["images"]) == 5 for k in rows if k[0] in ("gradient", "good_pictures"))
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "good_pictures: negative" in html and "could not draw: RuntimeError: no picture today" in html
+
+
+def test_no_gallery_when_switched_off(tiny_spec, tmp_path):
+    spec_path = tiny_spec(output={"directory": str(tmp_path / "out"), "formats": ["json", "html"],
+                                  "gallery_samples": 0})
+    results = run_audit(load_spec(spec_path), spec_path.parent, progress=False)
+    assert results["gallery"]["samples"] == [] and results["gallery"]["rows"][0]["images"] == []
+    assert 'id="gallery"' not in (tmp_path / "out" / "report.html").read_text()

@@ -68,6 +68,10 @@ def test_third_party_runs_and_failures_become_error_cells(install, tiny_spec, tm
     junit = ET.parse(tmp_path / "out" / "junit.xml").getroot()
     assert len(junit.findall(".//testcase")) == 5 and len(junit.findall(".//error")) == 3
     assert "always_raises" in out and "ERROR" in out
+    gallery = {r["explainer"]: r for r in results["gallery"]["rows"]}
+    assert len(results["gallery"]["samples"]) == 4 and len(gallery["center_bias"]["images"]) == 4
+    assert "expected (4, 16, 16)" in gallery["wrong_shape"]["error"]
+    assert "could not draw" in (tmp_path / "out" / "report.html").read_text()
 
 
 def test_duplicate_names_name_both_distributions(install):

@@ -345,3 +345,6 @@ def test_registered_and_runs_in_a_real_audit(tmp_path):
     cells = results["cells"]
     assert len(cells) == 1 and cells[0]["explainer"] == "smoe_scale"
     assert cells[0]["verdict"] in ("PASS", "FAIL"), cells[0].get("reason")
+    lovi_row = next(r for r in results["gallery"]["rows"] if r["figure"] == "lovi")  # §2.3 picture
+    assert lovi_row["explainer"] == "smoe_scale" and len(lovi_row["images"]) == 4
+    assert all(img.startswith("data:image/jpeg;base64,") for img in lovi_row["images"])
