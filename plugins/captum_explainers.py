@@ -139,7 +139,7 @@ class SmoothGrad(Explainer):
     def explain(self, model, x, target):
         p = self.params
         generators = [torch.Generator(device=x.device).manual_seed(image_seed(image, p.seed))
-                      for image in x]
+                      for image in x.detach().cpu()]  # one copy to the host for all seeds
         per_pass = min(p.samples, copies_per_pass(p.samples_per_pass, x.device))
         total, done = torch.zeros_like(x), 0
         while done < p.samples:

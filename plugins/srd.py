@@ -124,12 +124,12 @@ class SRD(Explainer):
     def map_layer(self, run: Decomposition, top: fx.Node, x: torch.Tensor) -> fx.Node:
         """The node whose PFV relevance is the map: ``params.layer`` or the Table 2 resolution."""
         below = run.ancestors(top)
-        whole = run.cuts(below)
         if self.params.layer is not None:
             node = run.find(self.params.layer)
             if node not in below:
                 raise ValueError(f"layer {self.params.layer!r} is not below the encoder output "
                                  f"{top.name!r}; SRD maps exist only there")
+            whole = run.cuts(below)
             if node not in whole:
                 outputs = [n.name for n in whole if run.steps[n].kind == "act"][-3:]
                 raise ValueError(f"layer {self.params.layer!r} lies inside a residual block: part of "
@@ -140,7 +140,7 @@ class SRD(Explainer):
             return top
         if self.params.resolution == "high":
             height, width = x.shape[2:]
-            fine = [n for n in whole if (run.steps[n].kind == "act" or n is top) and
+            fine = [n for n in run.cuts(below) if (run.steps[n].kind == "act" or n is top) and
                     run.shape[n][1] * 8 >= height and run.shape[n][2] * 8 >= width]
             if fine:
                 return fine[-1]
