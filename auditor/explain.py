@@ -5,7 +5,8 @@ randomized or perturbed copy. Inputs are pixels in [0, 1]; the model folds in th
 """
 from __future__ import annotations
 
-from typing import ClassVar
+from collections import OrderedDict
+from typing import Any, Callable, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -18,16 +19,27 @@ class Params(BaseModel):
 
 
 class Explainer:
-    """Subclass, set `name`, optionally define a nested `Params` model, implement `explain`."""
+    """Subclass, set `name`, optionally define a nested `Params` model, implement `explain`.
+
+    Capabilities (class attributes, read by the core and the checks):
+
+    * ``differentiable``: `explain` accepts ``create_graph=True`` and then returns maps that keep
+      their autograd graph with respect to `x`, so a loss on the maps can be differentiated by
+      the input (the explanation-manipulation attack needs it). The core calls
+      ``explain(model, x, target, create_graph=True)`` only on explainers that declare it, through
+      `Batch.explain_differentiable`; without it `explain` is called with three arguments.
+    """
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
     paper: ClassVar[str] = ""
-    differentiable: ClassVar[bool] = False  # works with create_graph=True (can be attacked)
+    differentiable: ClassVar[bool] = False
     Params: ClassVar[type[Params]] = Params
+    DERIVED_MODELS: ClassVar[int] = 4  # model structures whose derived state is kept
 
     def __init__(self, params: Params | None = None):
         self.params = params if params is not None else self.Params()
+        self._derived: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
 
     def explain(self, model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Return attributions ``[B, H, W]`` at input resolution, on the input's device."""
@@ -37,6 +49,31 @@ class Explainer:
                       ) -> dict[str, torch.Tensor]:
         """Optional pictures for the report beyond the map: name -> RGB ``[B, 3, H, W]`` in [0, 1]."""
         return {}
+
+    def derived(self, model: torch.nn.Module, key: str, build: Callable[[], Any]) -> Any:
+        """State derived from the model's structure (a traced graph, detected layers), built once
+        per structure by ``build()`` and kept on this explainer instance, never in a module global.
+
+        Keyed by `structure` (every module's path and class) and `key`: a randomized or perturbed
+        copy of the model shares it, and a worker process that makes the same explainer rebuilds
+        the same state, so a check's `measure` stays a pure function of its batch. The state must
+        refer to modules by path, not hold the modules of one model object.
+        """
+        signature = structure(model)
+        entry = self._derived.get(signature)
+        if entry is None:
+            entry = self._derived[signature] = {}
+            while len(self._derived) > self.DERIVED_MODELS:
+                self._derived.popitem(last=False)
+        self._derived.move_to_end(signature)
+        if key not in entry:
+            entry[key] = build()
+        return entry[key]
+
+
+def structure(model: torch.nn.Module) -> tuple:
+    """The module tree of `model`: every module's path and class (parameters' values excluded)."""
+    return tuple((name, type(m).__module__, type(m).__qualname__) for name, m in model.named_modules())
 
 
 class ExplainerOutputError(RuntimeError):

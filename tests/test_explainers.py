@@ -140,7 +140,7 @@ def test_cache_shares_original_explanations(setup):
 
 def test_smoothgrad_is_the_mean_gradient_at_its_noisy_copies(setup):
     """Known answer by construction: replay each image's generator and average the gradients."""
-    from auditor_plugins.captum_explainers import image_seed
+    from auditor_plugins.explainers.smoothgrad import image_seed
 
     model, x, target = setup
     maps = make("smoothgrad", samples=5, noise_level=0.2, seed=3, samples_per_pass=2).explain(model, x, target)

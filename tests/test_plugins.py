@@ -28,7 +28,7 @@ def test_builtins_register_through_entry_points():
     assert {"gradient", "input_x_gradient", "guided_backprop", "integrated_gradients", "smoothgrad",
             "gradcam"} <= set(registry.explainers)
     assert registry.checks["sanity_randomization"].distribution == "xai-auditor"
-    assert registry.explainers["gradcam"].module == "auditor_plugins.captum_explainers"
+    assert registry.explainers["gradcam"].module == "auditor_plugins.explainers.captum"
 
 
 def test_plugins_command_lists_third_party(install):

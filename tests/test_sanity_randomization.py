@@ -10,9 +10,9 @@ from auditor import Batch
 from auditor.explain import ExplanationCache
 from auditor.model import LoadedModel, prepare
 from auditor.plugins import load_registry
-from auditor_plugins.model_randomization import find_blocks, randomize
-from auditor_plugins.sanity_randomization import SanityRandomization
-from auditor_plugins.similarity import METRICS, similarities
+from auditor_plugins.lib.model_randomization import find_blocks, randomize
+from auditor_plugins.checks.sanity_randomization import SanityRandomization
+from auditor_plugins.lib.similarity import METRICS, similarities
 
 from conftest import FIXTURES
 

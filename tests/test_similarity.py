@@ -5,7 +5,7 @@ import torch
 from scipy.stats import pearsonr, spearmanr
 from skimage.metrics import structural_similarity
 
-from auditor_plugins.similarity import Reference, similarities, unit_range
+from auditor_plugins.lib.similarity import Reference, similarities, unit_range
 
 
 def test_agrees_with_scipy_and_skimage():

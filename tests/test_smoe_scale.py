@@ -20,7 +20,7 @@ from auditor.explain import validated
 from auditor.model import LoadedModel, prepare
 from auditor.plugins import load_registry
 from auditor.spec import load_spec, parse_spec
-from auditor_plugins.smoe_scale import (PAPER_WEIGHTS, SmoeScale, _owned, cdf_normalize, lovi,
+from auditor_plugins.explainers.smoe_scale import (PAPER_WEIGHTS, SmoeScale, _owned, cdf_normalize, lovi,
                                         scale_activations, smoe_scale)
 
 from conftest import QUICKSTART
@@ -191,13 +191,13 @@ def test_lovi_equal_layers_are_grey_and_value_is_the_max():
 
 # --- scale detection on real architectures ----------------------------------------------------
 
-RESNET = ["net.relu", "net.layer1", "net.layer2", "net.layer3", "net.layer4"]
+RESNET = ["relu", "layer1", "layer2", "layer3", "layer4"]
 
 
 @pytest.mark.parametrize("arch,size,expected,sides", [
     ("resnet18", 224, RESNET, [112, 56, 28, 14, 7]),
     ("resnet50", 64, RESNET, [32, 16, 8, 4, 2]),  # bottlenecks: stage outputs, not inner ReLUs
-    ("vgg16", 224, [f"net.features.{i}" for i in (3, 8, 15, 22, 29)], [224, 112, 56, 28, 14]),
+    ("vgg16", 224, [f"features.{i}" for i in (3, 8, 15, 22, 29)], [224, 112, 56, 28, 14]),
 ])
 def test_detects_the_five_scales_of_torchvision_models(arch, size, expected, sides):
     torch.manual_seed(0)
@@ -231,10 +231,12 @@ def test_reused_module_scales_are_labelled_by_call_and_cached():
     torch.manual_seed(0)
     model = wrap(SharedReLU(), (0.5,) * 3, (0.5,) * 3)
     x = torch.rand(2, 3, 16, 16)
-    first = scale_activations(model, x)  # detection pass
-    assert list(first) == ["net.relu#0", "net.relu#1"]
+    remembered = {}
+    first = scale_activations(model, x, remembered=remembered)  # detection pass
+    assert list(first) == ["relu#0", "relu#1"]  # the user's names: no wrapper prefix
+    assert remembered == {(16, 16): [("net.relu", 0), ("net.relu", 1)]}
     assert [tuple(a.shape) for a in first.values()] == [(2, 4, 16, 16), (2, 6, 8, 8)]
-    again = scale_activations(model, x)  # remembered: hooks on the two taps only
+    again = scale_activations(model, x, remembered=remembered)  # hooks on the two taps only
     assert list(again) == list(first) and all(torch.equal(first[k], again[k]) for k in first)
     # Given layers: a reused module gives its last call; the map is Eq. 2 of the captured tensor.
     maps = SmoeScale(SmoeScale.Params(layers=["net.a", "relu"])).scale_maps(model, x)
@@ -258,7 +260,7 @@ def test_only_unaliased_captures_are_overwritten():
 def test_quickstart_four_scales_and_hand_written_pipeline(quickstart):
     model, x = quickstart
     acts = scale_activations(model, x)
-    assert list(acts) == ["net.features.2", "net.features.6", "net.features.10", "net.features.14"]
+    assert list(acts) == ["features.2", "features.6", "features.10", "features.14"]
     # Reference of Eq. 2 + Eq. 3 by hand (numpy/scipy), weights 'linear' = [1, 2, 3, 4].
     expected = 0
     for k, a in enumerate(acts.values(), start=1):
@@ -301,7 +303,7 @@ def test_params_weights_layers_and_normalize(quickstart):
     assert not torch.allclose(equal, auto)
     only_last = SmoeScale(SmoeScale.Params(weights=[0, 0, 0, 1])).explain(model, x, t)
     raw = SmoeScale().scale_maps(model, x)
-    last = torch.nn.functional.interpolate(cdf_normalize(raw["net.features.14"])[:, None], size=(64, 64),
+    last = torch.nn.functional.interpolate(cdf_normalize(raw["features.14"])[:, None], size=(64, 64),
                                            mode="bilinear", align_corners=False)[:, 0]
     assert torch.allclose(only_last, last, atol=1e-6)
     unnormalized = SmoeScale(SmoeScale.Params(normalize="none", weights="equal")).explain(model, x, t)

@@ -14,7 +14,7 @@ from auditor.engine import run_audit
 from auditor.model import LoadedModel, prepare
 from auditor.plugins import load_registry
 from auditor.spec import load_spec, parse_spec
-from auditor_plugins.srd import SRD, Decomposition, SRDParams, SRDUnsupportedError, head
+from auditor_plugins.explainers.srd import SRD, Decomposition, SRDParams, SRDUnsupportedError, head
 
 from conftest import QUICKSTART
 
@@ -36,7 +36,8 @@ def quickstart():
 
 def sharing_ratios(module, x, start):
     """mu[j, i]: relevance one-hot at output PFV j of layer `start`, sent back to the input."""
-    h, w = Decomposition(module, x).shape[Decomposition(module, x).find(start)][1:]
+    probe = Decomposition(module, x)
+    h, w = probe.shape[probe.find(start)][1:]
     n = h * w
     run = Decomposition(module, x.expand(n, *x.shape[1:]).clone())
     inp = run.nodes[0]

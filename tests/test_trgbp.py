@@ -17,7 +17,7 @@ from auditor.explain import validated
 from auditor.model import LoadedModel, prepare
 from auditor.plugins import load_registry
 from auditor.spec import load_spec, parse_spec
-from auditor_plugins.trgbp import TRGBP, TRGBPParams, effective_bias
+from auditor_plugins.explainers.trgbp import TRGBP, TRGBPParams, effective_bias
 
 from conftest import QUICKSTART, GuidedReLU
 

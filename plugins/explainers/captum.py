@@ -1,5 +1,5 @@
-"""Baseline explainers: gradient, input x gradient, guided backprop, integrated gradients and
-Grad-CAM from Captum; SmoothGrad here (per-image noise, see its docstring).
+"""Baseline explainers from Captum: gradient, input x gradient, guided backprop, integrated
+gradients and Grad-CAM (SmoothGrad, with per-image noise, is in `smoothgrad`).
 
 Each returns ``[B,H,W]`` at input resolution. Channels are reduced by ``channel_reduction``:
 ``max_abs`` (max over colour channels of |a|, Simonyan et al. 2014) for gradient and SmoothGrad,
@@ -7,7 +7,6 @@ Each returns ``[B,H,W]`` at input resolution. Channels are reduced by ``channel_
 """
 from __future__ import annotations
 
-import hashlib
 from typing import Literal
 
 import torch
@@ -17,6 +16,9 @@ from pydantic import Field
 
 import auditor
 from auditor import Explainer, Params, reduce_channels
+from auditor.layers import find_layer
+
+from ..lib.chunking import copies_per_pass
 
 Reduction = Literal["sum", "abs_sum", "max_abs"]
 
@@ -90,69 +92,6 @@ class IntegratedGradientsExplainer(Explainer):
         return reduce_channels(attr, self.params.channel_reduction)
 
 
-class SmoothGradParams(MaxAbsParams):
-    samples: int = Field(16, ge=1, le=1024, description="noisy copies per image (paper: 50)")
-    noise_level: float = Field(0.15, gt=0.0, le=1.0,
-                               description="noise std as a fraction of the pixel range (paper: 0.1-0.2)")
-    seed: int = Field(0, ge=0, lt=2**63, description=(
-        "noise seed, mixed with each image's bytes: the same noise for an image in any batch and "
-        "on every model variant"))
-    samples_per_pass: int | None = Field(None, ge=1, description=(
-        "noisy copies evaluated per forward+backward pass (default: 2 on CPU, 8 on GPU)"))
-
-
-def copies_per_pass(requested: int | None, device: torch.device) -> int:
-    """How many expanded copies of the batch (IG steps, SmoothGrad samples) go through one pass.
-
-    Captum's default expands the whole batch at once (B x steps rows). On CPU that is up to 2x
-    slower per row than small chunks (cache-bound; measured: IG 16 steps on the quickstart CNN
-    26.8 passes unchunked vs 12.1 with 2 steps per pass, resnet18 IG 8 steps 14.0 vs 7.6), so the
-    default is 2 copies per pass there; on a GPU 8, which bounds memory for large models.
-    """
-    if requested is not None:
-        return requested
-    return 8 if device.type == "cuda" else 2
-
-
-def image_seed(image: torch.Tensor, seed: int) -> int:
-    """A seed from the image's bytes and `seed`: the same image gets the same noise in any batch
-    and on every model variant."""
-    digest = hashlib.blake2b(image.detach().cpu().contiguous().numpy().tobytes(), digest_size=8,
-                             key=seed.to_bytes(8, "little"))
-    return int.from_bytes(digest.digest(), "little") & (2**63 - 1)
-
-
-class SmoothGrad(Explainer):
-    """(1/n) sum_k d y_c(x + eps_k) / d x, eps_k ~ N(0, sigma^2) (Smilkov et al. 2017).
-
-    Each image draws its noise from its own generator seeded by `image_seed`, so a map does not
-    depend on the other images of its batch (batch of N = N single runs, whatever ``batch_size``
-    or ``samples_per_pass``). Captum's NoiseTunnel draws one tensor for the expanded batch, which
-    ties an image's noise to its neighbours; the sum of gradients is computed here instead.
-    """
-
-    name = "smoothgrad"
-    paper = "Smilkov et al. 2017"
-    differentiable = True
-    Params = SmoothGradParams
-
-    def explain(self, model, x, target):
-        p = self.params
-        generators = [torch.Generator(device=x.device).manual_seed(image_seed(image, p.seed))
-                      for image in x.detach().cpu()]  # one copy to the host for all seeds
-        per_pass = min(p.samples, copies_per_pass(p.samples_per_pass, x.device))
-        total, done = torch.zeros_like(x), 0
-        while done < p.samples:
-            k = min(per_pass, p.samples - done)
-            noise = torch.stack([torch.randn((k, *x.shape[1:]), generator=g, device=x.device,
-                                             dtype=x.dtype) for g in generators], dim=1)
-            noisy = (x.detach().unsqueeze(0) + p.noise_level * noise).flatten(0, 1).requires_grad_(True)
-            score = model(noisy).gather(1, target.repeat(k)[:, None]).sum()
-            total += torch.autograd.grad(score, noisy)[0].view(k, *x.shape).sum(0)
-            done += k
-        return reduce_channels(total / p.samples, p.channel_reduction)
-
-
 class GradCamParams(Params):
     layer: str | None = Field(None, description="conv layer name in the model; default: the last Conv2d")
 
@@ -179,13 +118,10 @@ class GradCam(Explainer):
             if not convs:
                 raise ValueError("the model has no Conv2d layer; set params.layer")
             return convs[-1]
-        for candidate in (name, f"net.{name}"):  # the audited model wraps the user's as `net`
-            if candidate in modules:
-                return modules[candidate]
-        raise ValueError(f"no layer named {name!r} in the model")
+        return find_layer(model, name)[1]
 
 
 @auditor.hookimpl
 def auditor_explainers():
     return [Gradient, InputXGradientExplainer, GuidedBackpropExplainer,
-            IntegratedGradientsExplainer, SmoothGrad, GradCam]
+            IntegratedGradientsExplainer, GradCam]

@@ -29,8 +29,8 @@ from auditor import Batch, Check, Conclusion, Params, Verdict
 
 from auditor.figures import overlay, picture
 
-from .model_randomization import Block, block_state, find_blocks, randomize, restore
-from .similarity import METRICS, Reference
+from ..lib.model_randomization import Block, block_state, find_blocks, randomize, restore
+from ..lib.similarity import METRICS, Reference
 
 
 class SanityParams(Params):

@@ -16,7 +16,7 @@ Relevance starts at the encoder output L with the modified sharing ratio (Eqs. 4
 
 and is redistributed layer by layer to the input (the backward pass of §3.2; Appendix C proves
 it equals the forward ERF construction of Eqs. 1-3). The affine pieces f (Appendix B) and the
-batched backward are in `srd_layers`, the traced graph in `srd_graph`.
+batched backward are in `layers`, the traced graph in `graph`.
 
 Interpretations (the paper leaves these open; each is documented where it is used):
 
@@ -32,7 +32,7 @@ Interpretations (the paper leaves these open; each is documented where it is use
   size, as the paper does before evaluating. The relevance of a pixel is the relevance of its
   PFV (its colour channels together), so no channel reduction is needed; maps are signed and not
   normalized (the paper divides by the maximum only for display/metrics).
-* Bias shares in composite segments, BatchNorm folding and zero PFVs: see `srd_layers`.
+* Bias shares in composite segments, BatchNorm folding and zero PFVs: see `layers`.
 * Relevance passes the input normalization ``(x - mean) / std`` exactly (a per-position shift
   stays with its pixel), so maps over [0, 1] pixels equal maps over normalized ones.
 """
@@ -48,8 +48,8 @@ from pydantic import Field
 import auditor
 from auditor import Explainer, Params
 
-from .srd_graph import SRDUnsupportedError, call_node, where
-from .srd_layers import Decomposition
+from .graph import SRDUnsupportedError, call_node, trace, where
+from .layers import Decomposition
 
 __all__ = ["SRD", "SRDParams", "SRDUnsupportedError", "Decomposition", "head"]
 
@@ -89,7 +89,7 @@ class SRD(Explainer):
 
     def explain(self, model, x, target):
         with torch.enable_grad():
-            run = Decomposition(model, x)
+            run = Decomposition(model, x, self.derived(model, "graph", lambda: trace(model)))
             top = self.encoder_output(run)
             start = self.final_relevance(run, top, target)
             at = self.map_layer(run, top, x)

@@ -1,6 +1,6 @@
 """Sharing Ratio Decomposition, the relevance pass: the affine pieces between the nonlinear
 layers (Appendix B) and the backward relevance pass (§3.2, Eqs. 5-8, 20). The model's graph and
-its node kinds are in `srd_graph`.
+its node kinds are in `graph`.
 
 Vocabulary (§3.1). A *PFV* (pointwise feature vector) is the C channels of a feature map at one
 spatial position. *Boundaries* are the nonlinear layers (ReLU & co.), the model input and the
@@ -40,7 +40,10 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from .srd_graph import (SRDUnsupportedError, Step, call_node, classify, constant_shift, fetch, trace,
+from auditor.layers import LayerNotFoundError, find_layer
+
+from ...lib.batchnorm import batchnorm_affine
+from .graph import (SRDUnsupportedError, Step, call_node, classify, constant_shift, fetch, trace,
                         where)
 
 EPS = 1e-12  # added to PFV norms in Eq. 11: an all-zero window shares its bias evenly
@@ -54,8 +57,8 @@ class Decomposition:
     backward kernel; nonlinear nodes run without autograd; nothing is run twice.
     """
 
-    def __init__(self, model: nn.Module, x: torch.Tensor):
-        self.model, self.graph = model, trace(model)
+    def __init__(self, model: nn.Module, x: torch.Tensor, graph: fx.Graph | None = None):
+        self.model, self.graph = model, graph if graph is not None else trace(model)
         self.nodes = [n for n in self.graph.nodes if n.op != "output"]
         self.output = next(n for n in self.graph.nodes if n.op == "output").args[0]
         self.steps: dict[fx.Node, Step] = {}
@@ -164,12 +167,15 @@ class Decomposition:
     def find(self, name: str) -> fx.Node:
         """The last data node run by module `name` (dotted path, with or without the 'net.' of
         the audited wrapper) or the fx node named `name`: a container's output."""
-        names = {name, f"net.{name}"}
+        try:
+            names = {find_layer(self.model, name)[0]}
+        except LayerNotFoundError:
+            names = set()  # maybe an fx node name
         hits = [n for n in self.nodes if n in self.shape and (
             n.name == name or (n.op == "call_module" and n.target in names) or
             any(entry[0] in names for entry in (n.meta.get("nn_module_stack") or {}).values()))]
         if not hits:
-            raise ValueError(f"no layer named {name!r} in the model")
+            raise LayerNotFoundError(f"no layer or graph node named {name!r} in the model")
         return hits[-1]
 
     def pfv(self, node: fx.Node, t: torch.Tensor) -> torch.Tensor:
@@ -265,9 +271,7 @@ def _pointwise(d: Decomposition, node, step, g, s, G, P, S) -> None:
     convolution as scale + bias), or stays at its own position at a boundary."""
     m = step.module
     if isinstance(m, nn.BatchNorm2d):
-        scale = (m.weight if m.weight is not None else 1) / torch.sqrt(m.running_var + m.eps)
-        shift = (m.bias if m.bias is not None else 0) - m.running_mean * scale
-        bias = shift.detach().view(1, -1, 1, 1)
+        bias = batchnorm_affine(m)[1].view(1, -1, 1, 1)
     else:
         bias = step.bias() if step.bias is not None else None
     beta = _bias_relevance(d, node, bias, g, s)

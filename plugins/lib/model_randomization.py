@@ -18,17 +18,20 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from auditor.layers import find_layer, user_name
+
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
 @dataclass
 class Block:
-    names: list[str]
+    names: list[str]   # module paths in the audited model
+    shown: list[str]   # the same modules by the user's names
 
     @property
     def label(self) -> str:
-        return "+".join(self.names)
+        return "+".join(self.shown)
 
 
 def _count(module: nn.Module) -> int:
@@ -59,13 +62,7 @@ def find_blocks(model: nn.Module, x: torch.Tensor, granularity: str = "block",
     modules = dict(model.named_modules())
     order = {name: i for i, name in enumerate(call_order(model, x[:1]))}
     if names:
-        resolved = []
-        for name in names:
-            match = next((n for n in (name, f"net.{name}") if n in modules), None)
-            if match is None:
-                raise ValueError(f"no module named {name!r} in the model")
-            resolved.append(Block([match]))
-        return resolved
+        return [_block(model, [find_layer(model, name)[0]]) for name in names]
     if granularity == "module":
         units = [n for n, m in modules.items() if any(True for _ in m.parameters(recurse=False))]
     else:
@@ -85,9 +82,14 @@ def find_blocks(model: nn.Module, x: torch.Tensor, granularity: str = "block",
     for name in units:
         if granularity == "block" and blocks and isinstance(modules[name], NORMS):
             blocks[-1].names.append(name)
+            blocks[-1].shown.append(user_name(model, name))
         else:
-            blocks.append(Block([name]))
+            blocks.append(_block(model, [name]))
     return blocks
+
+
+def _block(model: nn.Module, names: list[str]) -> Block:
+    return Block(names, [user_name(model, n) for n in names])
 
 
 @contextlib.contextmanager
@@ -108,11 +110,11 @@ def randomize(model: nn.Module, block: Block, seed: int) -> dict[str, str]:
                 own = list(sub.parameters(recurse=False))
                 if callable(getattr(sub, "reset_parameters", None)) and not isinstance(sub, torch.jit.ScriptModule):
                     sub.reset_parameters()
-                    methods[sub_name] = "reset_parameters"
+                    methods[user_name(model, sub_name)] = "reset_parameters"
                 elif own:
                     for p in own:
                         p.normal_(0.0, float(p.std()) if p.numel() > 1 and float(p.std()) > 0 else 0.01)
-                    methods[sub_name] = "gaussian"
+                    methods[user_name(model, sub_name)] = "gaussian"
     return methods
 
 

@@ -9,7 +9,6 @@ any map is built.
 from __future__ import annotations
 
 import operator
-import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -18,7 +17,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from auditor.model import Normalized
+from auditor.layers import user_name
 
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU,
                nn.SiLU, nn.Mish, nn.Softplus, nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.Hardswish,
@@ -52,27 +51,19 @@ class Step:
 
 def where(node: fx.Node, model: nn.Module) -> str:
     """Human-readable place of a node: the module that runs it (path in the user's network)."""
-    def strip(path: str) -> str:
-        return path[4:] if isinstance(model, Normalized) and path.startswith("net.") else path
     if node.op == "call_module":
-        return f"module '{strip(node.target)}' ({type(model.get_submodule(node.target)).__name__})"
+        return f"module '{user_name(model, node.target)}' ({type(model.get_submodule(node.target)).__name__})"
     op = f"operation '{node.name}' ({node.op} {_name(node.target)})"
     stack = list((node.meta.get("nn_module_stack") or {}).values())
     if stack:
         path, cls = stack[-1][0], stack[-1][1]
-        return f"{op} in module '{strip(path)}' ({getattr(cls, '__name__', cls)})"
+        return f"{op} in module '{user_name(model, path)}' ({getattr(cls, '__name__', cls)})"
     return op
 
 
-_traced: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
-
-
 def trace(model: nn.Module) -> fx.Graph:
-    """The torch.fx graph of `model` (cached per model object and module structure)."""
-    signature = tuple((name, type(m)) for name, m in model.named_modules())
-    cached = _traced.get(model)
-    if cached is not None and cached[0] == signature:
-        return cached[1]
+    """The torch.fx graph of `model`. It names modules by path, so it serves every model of the
+    same structure (the SRD explainer keeps it per structure with `Explainer.derived`)."""
     if isinstance(model, torch.jit.ScriptModule):
         raise SRDUnsupportedError("SRD decomposes the model through its torch.fx graph; a TorchScript "
                                   "model cannot be traced (give the model as a factory + weights)")
@@ -81,7 +72,6 @@ def trace(model: nn.Module) -> fx.Graph:
     except Exception as exc:
         raise SRDUnsupportedError(f"SRD needs a model that torch.fx can trace (symbolic_trace failed: "
                                   f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from exc
-    _traced[model] = (signature, graph)
     return graph
 
 

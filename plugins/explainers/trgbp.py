@@ -56,6 +56,9 @@ from torch import nn
 
 import auditor
 from auditor import Explainer, Params
+from auditor.layers import LayerNotFoundError, find_layer, user_name
+
+from ..lib.batchnorm import batchnorm_affine
 
 BIASED = (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.GroupNorm)
 
@@ -74,11 +77,7 @@ class TRGBPParams(Params):
 def effective_bias(module: nn.Module) -> torch.Tensor | None:
     """The additive term ``b`` of ``W x + b`` per output channel (BatchNorm folded, eval mode)."""
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
-        scale = torch.rsqrt(module.running_var + module.eps)
-        if module.weight is not None:
-            scale = scale * module.weight
-        shift = -module.running_mean * scale
-        return shift if module.bias is None else shift + module.bias
+        return batchnorm_affine(module)[1]
     return module.bias
 
 
@@ -200,12 +199,14 @@ class TRGBP(Explainer):
         name = self.params.layer
         if name in (None, "input"):
             return name
-        modules = dict(model.named_modules())
-        for candidate in (name, f"net.{name}"):  # the audited model wraps the user's as `net`
-            if candidate in modules and isinstance(modules[candidate], BIASED) and \
-                    effective_bias(modules[candidate]) is not None:
-                return candidate
-        biased = [n for n, m in modules.items() if isinstance(m, BIASED) and effective_bias(m) is not None]
+        try:
+            path, module = find_layer(model, name)
+        except LayerNotFoundError:
+            path, module = name, None
+        if isinstance(module, BIASED) and effective_bias(module) is not None:
+            return path
+        biased = [user_name(model, n) for n, m in model.named_modules()
+                  if isinstance(m, BIASED) and effective_bias(m) is not None]
         raise ValueError(f"params.layer: no layer with a bias named {name!r} in the model "
                          f"(expected 'input' or one of {biased[:8]}{' ...' if len(biased) > 8 else ''})")
 

@@ -10,7 +10,6 @@ Eqs. 4-6) colours each location by which scales are active.
 """
 from __future__ import annotations
 
-import math
 import weakref
 from typing import Annotated, Literal
 
@@ -20,6 +19,8 @@ from pydantic import Field, model_validator
 
 import auditor
 from auditor import Explainer, Params
+from auditor.layers import find_layer, user_name
+from matplotlib.colors import hsv_to_rgb
 
 PAPER_WEIGHTS = (0.18, 0.15, 0.37, 0.40, 0.72)  # §3.2 "prior weights" of ResNet-50's five scales
 
@@ -48,7 +49,7 @@ def cdf_normalize(maps: torch.Tensor) -> torch.Tensor:
     flat = maps.flatten(1)
     mean = flat.mean(dim=1).view(-1, 1, 1)
     std = flat.std(dim=1, correction=0).clamp_min(torch.finfo(maps.dtype).tiny).view(-1, 1, 1)
-    return 0.5 * (1 + torch.erf((maps - mean) / (std * math.sqrt(2.0))))
+    return torch.special.ndtr((maps - mean) / std)
 
 
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -82,16 +83,6 @@ def scale_weights(weights: str | list[float], scales: int) -> list[float]:
     return [float(w) for w in weights]
 
 
-def hsv_to_rgb(hue: torch.Tensor, sat: torch.Tensor, val: torch.Tensor) -> torch.Tensor:
-    """HSV (hue in degrees, sat and val in [0,1]) to RGB in [0,1], stacked on dim 1 (Joblove &
-    Greenberg 1978): ``f(n) = V - V S max(0, min(k, 4 - k, 1))``, ``k = (n + H/60) mod 6``."""
-    channels = []
-    for n in (5.0, 3.0, 1.0):  # R, G, B
-        k = torch.remainder(n + hue / 60.0, 6.0)
-        channels.append(val - val * sat * torch.minimum(k, 4.0 - k).clamp(0.0, 1.0))
-    return torch.stack(channels, dim=1)
-
-
 def lovi(maps: torch.Tensor) -> torch.Tensor:
     """Layer Ordered Visualization of Information (§2.3): ``[B,r,H,W]`` maps in [0,1], earliest
     scale first, to RGB ``[B,3,H,W]`` in [0,1].
@@ -120,40 +111,36 @@ def lovi(maps: torch.Tensor) -> torch.Tensor:
         nu = 1.0 / r
         ratio = total / torch.where(some, r * peak, torch.ones_like(peak))
         sat = torch.where(some, 1 - (ratio - nu) / (1 - nu), torch.zeros_like(total)).clamp(0, 1)
-    return hsv_to_rgb(hue, sat, peak).clamp(0, 1)
+    hsv = torch.stack([torch.remainder(hue / 360.0, 1.0), sat, peak], dim=-1)  # [B,H,W,3]
+    rgb = hsv_to_rgb(hsv.detach().cpu().double().numpy())  # matplotlib: hue in [0, 1]
+    return torch.from_numpy(rgb).to(maps).permute(0, 3, 1, 2).clamp(0, 1)
 
 
 Tap = tuple[str, int]  # a module name and which of its calls (0-based; -1: the last)
-_DETECTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {(structure, size): taps}
 
 
-def _module(model: torch.nn.Module, name: str) -> str:
-    modules = dict(model.named_modules())
-    for candidate in (name, f"net.{name}"):  # the audited model wraps the user's as `net`
-        if candidate and candidate in modules:
-            return candidate
-    raise ValueError(f"no layer named {name!r} in the model")
-
-
-def scale_activations(model: torch.nn.Module, x: torch.Tensor,
-                      layers: list[str] | None = None) -> dict[str, torch.Tensor]:
+def scale_activations(model: torch.nn.Module, x: torch.Tensor, layers: list[str] | None = None,
+                      remembered: dict | None = None) -> dict[str, torch.Tensor]:
     """One forward pass without gradients; the activations of the chosen layers by module name,
     earliest first.
 
-    Given `layers` (names with or without ``net.``): their outputs in that order; a module called
+    Given `layers` (the user's module names): their outputs in that order; a module called
     more than once gives its last call's output. ``None`` detects the end of each scale (§2.2,
-    "just prior to the downsampling"), see `detect_scales`; the result is remembered per model
-    object, module structure and input size, so later calls hook only the chosen modules. A module
-    that ends several scales (one ReLU reused throughout) is labelled ``name#call``.
+    "just prior to the downsampling"), see `detect_scales`; the taps found are kept in
+    `remembered` (a dict the caller owns, for one model structure) per input size, so later calls
+    hook only the chosen modules. Keys are the user's module names; a module that ends several
+    scales (one ReLU reused throughout) is labelled ``name#call``.
     """
     if layers is not None:
-        return {t[0]: a for t, a in _tap(model, x, [(_module(model, n), -1) for n in layers]).items()}
-    key = (tuple(name for name, _ in model.named_modules()), tuple(x.shape[-2:]))
-    known = _DETECTED.setdefault(model, {})
-    acts = _tap(model, x, known[key]) if key in known else detect_scales(model, x)
-    known[key] = list(acts)
+        taps = [(find_layer(model, n)[0], -1) for n in layers]
+        return {user_name(model, t[0]): a for t, a in _tap(model, x, taps).items()}
+    known = {} if remembered is None else remembered
+    size = tuple(x.shape[-2:])
+    acts = _tap(model, x, known[size]) if size in known else detect_scales(model, x)
+    known[size] = list(acts)
     names = [name for name, _ in acts]
-    return {(name if names.count(name) == 1 else f"{name}#{call}"): a for (name, call), a in acts.items()}
+    return {user_name(model, name) + ("" if names.count(name) == 1 else f"#{call}"): a
+            for (name, call), a in acts.items()}
 
 
 def detect_scales(model: torch.nn.Module, x: torch.Tensor) -> dict[Tap, torch.Tensor]:
@@ -294,7 +281,7 @@ class SmoeScale(Explainer):
 
     def scale_maps(self, model: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Eq. 2 at each chosen layer: module name -> ``[B,h,w]``, earliest scale first."""
-        acts = scale_activations(model, x, self.params.layers)
+        acts = scale_activations(model, x, self.params.layers, self.derived(model, "scales", dict))
         return {name: smoe_scale(a, self.params.epsilon, inplace=_owned(a, x, acts.values()))
                 for name, a in acts.items()}
 
