@@ -1,13 +1,18 @@
 """xai-auditor: audit the explanations of image classifiers.
 
 Plugin authors need only this module: ``hookimpl``, `Explainer`, `Check`, `Conclusion`, `Verdict`,
-`Batch` and `Params`.
+`Batch`, `Params`, the evidence models `Table`, `LineFigure`, `ImageGrid`, and the layer helpers
+`find_layer` / `user_name` (docs/plugins.md is the reference; `auditor.testing` runs a plugin
+without a spec).
 """
 from .batch import Batch
 from .check import Check, Conclusion, Verdict
+from .evidence import Evidence, ImageGrid, ImageRow, LineFigure, Table
 from .explain import Explainer, Params, reduce_channels
 from .hookspecs import hookimpl
+from .layers import find_layer, user_name
 
 __version__ = "0.1.0"
-__all__ = ["Batch", "Check", "Conclusion", "Explainer", "Params", "Verdict", "hookimpl",
-           "reduce_channels", "__version__"]
+__all__ = ["Batch", "Check", "Conclusion", "Evidence", "Explainer", "ImageGrid", "ImageRow",
+           "LineFigure", "Params", "Table", "Verdict", "find_layer", "hookimpl", "reduce_channels",
+           "user_name", "__version__"]

@@ -45,3 +45,19 @@ class Batch:
                                   self.x if x is None else x,
                                   self.target if target is None else target,
                                   self.sample_ids, variant)
+
+    def explain_differentiable(self, explainer: str, x: torch.Tensor,
+                               model: torch.nn.Module | None = None,
+                               target: torch.Tensor | None = None) -> torch.Tensor:
+        """Maps ``[B,H,W]`` of `explainer` on input `x` that keep their autograd graph with
+        respect to `x` (pass ``x`` with ``requires_grad``), so a loss on the maps can be
+        differentiated by the input. Only for explainers that declare ``differentiable``;
+        raises `auditor.explain.NotDifferentiableError` for the others. Never cached."""
+        return self.cache.explain_differentiable(explainer, self.model if model is None else model, x,
+                                                 self.target if target is None else target)
+
+    def exemplars(self, count: int) -> list[int]:
+        """Positions in this batch of the audit's first `count` samples: the exemplars a check
+        may attach pictures to (a record's ``"exemplar"`` key). Records of other samples stay
+        small numbers, so a large audit's records stay small."""
+        return [i for i in range(len(self)) if self.offset + i < count]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .batch import Batch
+from .evidence import EvidenceError, validated_evidence
 from .explain import Params
 
 
@@ -26,15 +27,10 @@ class Verdict(str, enum.Enum):
 class Conclusion:
     """Result of one check x explainer cell.
 
-    `evidence` is JSON-able data; the report renders three keys of it for any check:
-
-    * ``tables``: ``[{"title", "columns": [...], "rows": [[...], ...]}]``
-    * ``figures``: ``[{"kind": "line", "title", "alt", "x": [...], "series": {name: [...]},
-      "xlabel", "ylabel", "hlines": {name: y}}]`` (plotted with matplotlib when rendered)
-    * ``images``: ``[{"title", "alt", "columns": [...], "rows": [{"label", "images": [b64 PNG]}]}]``
-      (see `auditor.figures` for overlays)
-
-    Any other key is kept in results.json as data.
+    `evidence` is JSON-able data following `auditor.evidence.Evidence`: the report draws
+    ``tables`` (`Table`), ``figures`` (`LineFigure`) and ``images`` (`ImageGrid`) for any check
+    (dicts or the models themselves); any other key is kept in results.json as data. Malformed
+    evidence makes the cell ERROR with the entry and field named.
     """
 
     verdict: Verdict
@@ -55,6 +51,7 @@ class Check:
     paper: ClassVar[str] = ""
     needs_labels: ClassVar[bool] = False
     needs_masks: ClassVar[bool] = False
+    max_exemplars: ClassVar[int] = 8  # samples whose records may carry pictures ("exemplar")
     Params: ClassVar[type[Params]] = Params
     Thresholds: ClassVar[type[Params]] = Params
 
@@ -87,6 +84,10 @@ def validated_conclusion(result: object, who: str) -> Conclusion:
     if not isinstance(result, Conclusion):
         raise CheckOutputError(f"{who}.conclude returned {type(result).__name__}, expected Conclusion")
     result.verdict = Verdict(result.verdict)
+    try:
+        result.evidence = validated_evidence(result.evidence)
+    except EvidenceError as exc:
+        raise CheckOutputError(f"{who}.conclude returned malformed evidence: {exc}") from None
     for key, value in result.metrics.items():
         if not isinstance(value, (int, float)) or not math.isfinite(value):
             raise CheckOutputError(f"{who}.conclude returned metric {key}={value!r}, expected a finite number")

@@ -15,12 +15,14 @@ from .errors import AuditorError
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .engine import run_audit
+    from .engine import disabled_plugins, run_audit
+    from .plugins import load_registry
     from .results import verdict_table
     from .spec import load_spec
 
     spec = load_spec(args.spec)
-    results = run_audit(spec, Path(args.spec).parent, output_dir=args.output,
+    registry = load_registry(disabled=disabled_plugins(spec, args.disable_plugin))
+    results = run_audit(spec, Path(args.spec).parent, registry=registry, output_dir=args.output,
                         progress=not args.quiet)
     print(verdict_table(results))
     print(f"results: {results['output_directory']}")
@@ -46,11 +48,12 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from .engine import disabled_plugins
     from .plugins import load_registry
     from .spec import load_spec
 
     spec = load_spec(args.spec)
-    registry = load_registry()
+    registry = load_registry(disabled=disabled_plugins(spec, args.disable_plugin))
     registry.make_explainers(spec)
     registry.make_checks(spec)
     print(f"{args.spec}: valid ({len(spec.explainers)} explainers, {len(spec.checks)} checks)")
@@ -67,15 +70,27 @@ def _schema(args: argparse.Namespace) -> int:
 def _plugins(args: argparse.Namespace) -> int:
     from .plugins import load_registry
 
-    registry = load_registry()
-    rows = [("kind", "name", "version", "distribution")]
-    rows += [(p.kind, p.name, p.version, p.distribution) for p in registry.describe()]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    from .engine import disabled_plugins
+    from .explain import capabilities
+
+    registry = load_registry(disabled=disabled_plugins(None, args.disable_plugin))
+    rows = [("kind", "name", "version", "distribution", "capabilities")]
+    rows += [(p.kind, p.name, p.version, p.distribution, ",".join(capabilities(p.cls)) or "-")
+             for p in registry.describe()]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     for name, why in registry.failed.items():
         print(f"failed to load: {name}: {why}")
+    for name, who in registry.blocked.items():
+        print(f"blocked: {name} (by {who})")
     return 0
+
+
+def _disable_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--disable-plugin", action="append", default=[], metavar="NAME",
+                        help="do not load this installed plugin (entry-point or distribution "
+                             "name); repeatable")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("spec", help="audit spec (YAML)")
     run.add_argument("--output", type=Path, help="output directory (default: from the spec)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    _disable_flag(run)
     run.set_defaults(func=_run)
     report = sub.add_parser("report", help="re-render reports from a results.json (no model run)")
     report.add_argument("results", help="results.json of an earlier run")
@@ -95,9 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=_report)
     validate = sub.add_parser("validate", help="check a spec without running it")
     validate.add_argument("spec")
+    _disable_flag(validate)
     validate.set_defaults(func=_validate)
     sub.add_parser("schema", help="print the JSON Schema of the spec").set_defaults(func=_schema)
-    sub.add_parser("plugins", help="list explainers and checks").set_defaults(func=_plugins)
+    plugins = sub.add_parser("plugins", help="list explainers and checks")
+    _disable_flag(plugins)
+    plugins.set_defaults(func=_plugins)
     return parser
 
 

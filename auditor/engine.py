@@ -25,9 +25,10 @@ import torch
 from tqdm import tqdm
 
 from .batch import Batch
-from .check import Check, Conclusion, Verdict, validated_conclusion, validated_records
+from .check import (Check, CheckOutputError, Conclusion, Verdict, validated_conclusion,
+                    validated_records)
 from .errors import AuditorError, SpecError
-from .explain import ExplanationCache
+from .explain import ExplainerError, ExplanationCache
 from .gallery import Gallery
 from .model import prepare
 from .plugins import Registry, load_registry
@@ -43,6 +44,7 @@ class Cell:
     check_index: int
     explainer: str
     records: list[dict[str, Any]] = field(default_factory=list)
+    exemplars: dict[str, Any] = field(default_factory=dict)  # sample id -> a record's pictures
     conclusion: Conclusion | None = None
     traceback: str = ""
     seconds: float = 0.0
@@ -52,10 +54,33 @@ class Cell:
         return self.conclusion is None
 
     def fail_with(self, exc: BaseException, stage: str) -> None:
-        frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+        """ERROR with a reason that names who raised: the explainer, or the check itself."""
+        origin = exc.original if isinstance(exc, ExplainerError) else exc
+        frame = traceback.extract_tb(origin.__traceback__)[-1] if origin.__traceback__ else None
         where = f" at {Path(frame.filename).name}:{frame.lineno} in {frame.name}" if frame else ""
-        self.conclusion = Conclusion(Verdict.ERROR, f"{stage} raised {type(exc).__name__}: {exc}{where}")
-        self.traceback = "".join(traceback.format_exception(exc, limit=-6))
+        if isinstance(exc, ExplainerError):
+            reason = f"{stage} of check {self.check.name!r}: {exc}{where}"
+        else:
+            reason = f"check {self.check.name!r} raised in {stage}: {type(exc).__name__}: {exc}{where}"
+        self.conclusion = Conclusion(Verdict.ERROR, reason)
+        self.traceback = "".join(traceback.format_exception(origin, limit=-6))
+
+    def keep(self, sample_ids: tuple[str, ...], records: list[dict[str, Any]]) -> None:
+        """Store a batch's records; pictures (a record's ``exemplar``) are kept apart, for at
+        most ``check.max_exemplars`` samples, so results.json's records stay small numbers."""
+        for sample_id, record in zip(sample_ids, records):
+            if "exemplar" in record:
+                self.exemplars[sample_id] = record.pop("exemplar")
+            self.records.append({"sample": sample_id, **record})
+        if len(self.exemplars) > self.check.max_exemplars:
+            raise CheckOutputError(
+                f"check {self.check.name!r} attached exemplar pictures to {len(self.exemplars)} "
+                f"samples; at most {self.check.max_exemplars} (choose them with batch.exemplars(n))")
+
+    def with_exemplars(self) -> list[dict[str, Any]]:
+        """The records as `conclude` sees them: exemplar pictures back in their records."""
+        return [{**r, "exemplar": self.exemplars[r["sample"]]} if r["sample"] in self.exemplars else r
+                for r in self.records]
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -76,7 +101,7 @@ def run_audit(spec: AuditSpec, base_dir: Path, registry: Registry | None = None,
     """Run the audit of `spec`; write the requested outputs; return the results mapping."""
     clock = {"start": time.perf_counter()}
     durations: dict[str, float] = {}
-    registry = registry or load_registry()
+    registry = registry or load_registry(disabled=disabled_plugins(spec))
     explainers = registry.make_explainers(spec)
     checks = registry.make_checks(spec)
     seed_everything(spec.audit.seed)
@@ -118,6 +143,13 @@ def run_audit(spec: AuditSpec, base_dir: Path, registry: Registry | None = None,
     write_outputs(results, out, spec.output.formats, registry)
     results["output_directory"] = str(out)
     return results
+
+
+def disabled_plugins(spec: AuditSpec | None, cli: list[str] | None = None) -> dict[str, str]:
+    """Plugins to block: name -> where it was asked (the spec path or the command-line flag)."""
+    disabled = {name: f"plugins.disable[{i}]" for i, name in enumerate(spec.plugins.disable)} if spec else {}
+    disabled.update({name: "--disable-plugin" for name in cli or []})
+    return disabled
 
 
 def _lap(clock: dict[str, float]) -> float:
@@ -178,7 +210,7 @@ def _measure(cells: list[Cell], gallery: Gallery, model: torch.nn.Module, source
             try:
                 who = f"check {cell.check.name!r} on {cell.explainer!r}"
                 records = validated_records(cell.check.measure(batch, cell.explainer), len(batch), who)
-                cell.records.extend({"sample": sid, **rec} for sid, rec in zip(sb.ids, records))
+                cell.keep(sb.ids, records)
             except Exception as exc:
                 cell.fail_with(exc, "measure")
             cell.seconds += time.perf_counter() - started
@@ -189,7 +221,7 @@ def _conclude(cell: Cell) -> None:
         return
     started = time.perf_counter()
     try:
-        result = cell.check.conclude(cell.records, cell.explainer)
+        result = cell.check.conclude(cell.with_exemplars(), cell.explainer)
         cell.conclusion = validated_conclusion(result, f"check {cell.check.name!r}")
     except Exception as exc:
         cell.fail_with(exc, "conclude")
@@ -277,6 +309,7 @@ def _environment(registry: Registry, device: torch.device) -> dict[str, Any]:
         "plugins": [{"kind": p.kind, "name": p.name, "distribution": p.distribution,
                      "version": p.version, "module": p.module} for p in registry.describe()],
         "plugins_failed": registry.failed,
+        "plugins_blocked": registry.blocked,
         "platform": platform.platform(), "machine": platform.machine(),
         "cpu_count": os.cpu_count(), "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,

@@ -71,6 +71,11 @@ class Explainer:
         return entry[key]
 
 
+def capabilities(cls: type) -> list[str]:
+    """The capabilities an explainer class declares (for `auditor plugins`)."""
+    return [flag for flag in ("differentiable",) if getattr(cls, flag, False)]
+
+
 def structure(model: torch.nn.Module) -> tuple:
     """The module tree of `model`: every module's path and class (parameters' values excluded)."""
     return tuple((name, type(m).__module__, type(m).__qualname__) for name, m in model.named_modules())
@@ -103,6 +108,19 @@ def reduce_channels(attribution: torch.Tensor, how: str) -> torch.Tensor:
     raise ValueError(f"unknown channel reduction {how!r}")
 
 
+class ExplainerError(RuntimeError):
+    """An explainer raised or broke the protocol while a check asked for its maps; names it."""
+
+    def __init__(self, label: str, exc: BaseException):
+        self.label, self.original = label, exc
+        super().__init__(str(exc) if isinstance(exc, ExplainerOutputError)
+                         else f"explainer {label!r} raised {type(exc).__name__}: {exc}")
+
+
+class NotDifferentiableError(RuntimeError):
+    """Differentiable maps were asked of an explainer that does not declare ``differentiable``."""
+
+
 class ExplanationCache:
     """Explanations of one batch, keyed by (explainer, model variant, samples, targets).
 
@@ -119,9 +137,29 @@ class ExplanationCache:
         key = (label, variant, sample_ids, tuple(target.tolist()))
         if variant is not None and key in self._maps:
             return self._maps[key]
-        with torch.enable_grad():
-            x_in = x.detach().requires_grad_(True)  # explainers differentiate w.r.t. the input
-            maps = validated(self.explainers[label].explain(model, x_in, target), x, f"explainer {label!r}")
+        try:
+            with torch.enable_grad():
+                x_in = x.detach().requires_grad_(True)  # explainers differentiate w.r.t. the input
+                maps = validated(self.explainers[label].explain(model, x_in, target), x,
+                                 f"explainer {label!r}")
+        except Exception as exc:
+            raise ExplainerError(label, exc) from exc
         if variant is not None:
             self._maps[key] = maps
+        return maps
+
+    def explain_differentiable(self, label: str, model: torch.nn.Module, x: torch.Tensor,
+                               target: torch.Tensor) -> torch.Tensor:
+        """Maps that keep their autograd graph with respect to `x` (never cached)."""
+        explainer = self.explainers[label]
+        if not explainer.differentiable:
+            raise NotDifferentiableError(
+                f"explainer {label!r} ({explainer.name}) does not declare differentiable = True: "
+                "its maps cannot be differentiated with respect to the input")
+        try:
+            with torch.enable_grad():
+                maps = explainer.explain(model, x, target, create_graph=True)
+                validated(maps, x, f"explainer {label!r}")
+        except Exception as exc:
+            raise ExplainerError(label, exc) from exc
         return maps

@@ -55,7 +55,8 @@ def line_plot(figure: dict[str, Any]) -> str:
     fig, ax = plt.subplots(figsize=(6.4, 3.4), dpi=110)
     x = list(range(len(figure["x"])))
     for name, values in figure["series"].items():
-        ax.plot(x, values, marker="o", markersize=3, label=name)
+        ax.plot(x, [float("nan") if v is None else v for v in values], marker="o", markersize=3,
+                label=name)
     lines: dict[float, list[str]] = {}
     for name, value in (figure.get("hlines") or {}).items():
         lines.setdefault(value, []).append(name)
@@ -64,9 +65,9 @@ def line_plot(figure: dict[str, Any]) -> str:
         ax.annotate(", ".join(names), (x[-1], value), fontsize=7, ha="right", va="bottom", color="grey")
     ax.set_xticks(x)
     ax.set_xticklabels([str(v) for v in figure["x"]], rotation=45, ha="right", fontsize=7)
-    ax.set_xlabel(figure.get("xlabel", ""))
-    ax.set_ylabel(figure.get("ylabel", ""))
-    if "ylim" in figure:
+    ax.set_xlabel(figure.get("xlabel") or "")
+    ax.set_ylabel(figure.get("ylabel") or "")
+    if figure.get("ylim"):
         ax.set_ylim(*figure["ylim"])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)

@@ -36,6 +36,7 @@ class Registry:
     explainers: dict[str, Provided] = field(default_factory=dict)
     checks: dict[str, Provided] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # entry point -> why it did not load
+    blocked: dict[str, str] = field(default_factory=dict)  # "entry point (dist)" -> who blocked it
 
     def describe(self) -> list[Provided]:
         return sorted([*self.explainers.values(), *self.checks.values()], key=lambda p: (p.kind, p.name))
@@ -60,6 +61,7 @@ class Registry:
     def _lookup(self, table: dict[str, Provided], name: str, path: str, kind: str) -> Provided:
         if name not in table:
             hint = f"; plugins that failed to load: {', '.join(self.failed)}" if self.failed else ""
+            hint += f"; blocked plugins: {', '.join(self.blocked)}" if self.blocked else ""
             raise SpecError(path, f"unknown {kind} (expected one of: {', '.join(sorted(table))}){hint}",
                             name)
         return table[name]
@@ -72,11 +74,15 @@ def _validate(model: type, values: dict[str, Any], path: str) -> Any:
         raise spec_error_from(exc, prefix=path, root=model) from None
 
 
-def load_registry(extra: list[tuple[Any, str]] | None = None) -> Registry:
+def load_registry(extra: list[tuple[Any, str]] | None = None,
+                  disabled: dict[str, str] | None = None) -> Registry:
     """Discover plugins: the core loaders, every ``auditor`` entry point, then `extra` (plugin, dist).
 
     An entry point that fails to import is recorded in `Registry.failed` with a warning; two plugins
     registering the same explainer or check name raise `PluginError` naming both distributions.
+    `disabled` maps entry-point or distribution names to who disabled them (``--disable-plugin``,
+    the spec's ``plugins.disable``): those are not imported and are listed in `Registry.blocked`;
+    a name that matches no installed plugin is a `SpecError`.
     """
     from . import data, model  # the core's own model and data loaders (first-result hooks)
 
@@ -86,11 +92,17 @@ def load_registry(extra: list[tuple[Any, str]] | None = None) -> Registry:
     for core in (model, data):
         pm.register(core, name=f"core:{core.__name__}")
         origin[id(core)] = ("xai-auditor", _version("xai-auditor"))
-    failed = {}
-    for ep in sorted(metadata.entry_points(group=GROUP), key=lambda e: e.name):
+    failed, blocked, disabled = {}, {}, dict(disabled or {})
+    points = sorted(metadata.entry_points(group=GROUP), key=lambda e: e.name)
+    _check_disabled(disabled, points)
+    for ep in points:
         dist = ep.dist.name if ep.dist else "?"
         if pm.has_plugin(f"{dist}:{ep.name}"):
             continue  # the same distribution seen twice on sys.path
+        who = disabled.get(ep.name) or disabled.get(dist)
+        if who is not None:
+            blocked[f"{ep.name} ({dist})"] = who
+            continue
         try:
             plugin = ep.load()
         except Exception as exc:  # a broken plugin never takes the audit down
@@ -102,10 +114,18 @@ def load_registry(extra: list[tuple[Any, str]] | None = None) -> Registry:
     for plugin, dist in extra or []:
         pm.register(plugin)
         origin[id(plugin)] = (dist, _version(dist))
-    registry = Registry(pm, failed=failed)
+    registry = Registry(pm, failed=failed, blocked=blocked)
     _collect(registry, "explainer", pm.hook.auditor_explainers, Explainer, registry.explainers, origin)
     _collect(registry, "check", pm.hook.auditor_checks, Check, registry.checks, origin)
     return registry
+
+
+def _check_disabled(disabled: dict[str, str], points: list[Any]) -> None:
+    known = {ep.name for ep in points} | {ep.dist.name for ep in points if ep.dist}
+    for name, who in disabled.items():
+        if name not in known:
+            raise SpecError(who, "no installed plugin has this entry-point or distribution name "
+                            f"(expected one of: {', '.join(sorted(known))})", name)
 
 
 def _collect(registry: Registry, kind: str, hook: Any, base: type, table: dict[str, Provided],

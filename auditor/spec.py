@@ -131,6 +131,12 @@ class OutputSection(Strict):
         "samples whose maps (and explainers' extra figures) the report shows side by side"))
 
 
+class PluginsSection(Strict):
+    disable: list[str] = Field(default_factory=list, description=(
+        "installed plugins not to load, by entry-point name or distribution name (as pytest's "
+        "-p no:NAME); `auditor plugins` lists them as blocked"))
+
+
 class AuditSpec(Strict):
     audit: AuditSection
     model: ModelSection
@@ -138,6 +144,7 @@ class AuditSpec(Strict):
     explainers: list[ExplainerEntry] = Field(min_length=1)
     checks: list[CheckEntry] = Field(default_factory=list)
     output: OutputSection = OutputSection()
+    plugins: PluginsSection = PluginsSection()
 
     @model_validator(mode="after")
     def _labels(self) -> "AuditSpec":

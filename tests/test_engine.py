@@ -41,9 +41,26 @@ class CountsExplains(Check):
         return Conclusion(Verdict.PASS if shared else Verdict.FAIL, f"shared={shared}")
 
 
+class FixedVerdict(Check):
+    """Concludes with the verdict its params name: a known answer for the overall verdict."""
+
+    name = "fixed_verdict"
+
+    class Params(auditor.Params):
+        verdict: str = "PASS"
+
+    def measure(self, batch, explainer):
+        return [{} for _ in range(len(batch))]
+
+    def conclude(self, records, explainer):
+        if self.params.verdict == "ERROR":
+            raise RuntimeError("this cell could not run")
+        return Conclusion(Verdict(self.params.verdict), f"fixed {self.params.verdict}")
+
+
 @auditor.hookimpl
 def auditor_checks():
-    return [NeedsLabels, CountsExplains]
+    return [NeedsLabels, CountsExplains, FixedVerdict]
 
 
 def registry_with_test_checks():
@@ -68,8 +85,7 @@ def test_results_json_and_junit(tiny_spec, tmp_path):
     cell = saved["cells"][0]
     assert len(cell["records"]) == 6 and cell["thresholds"] == {"spearman_abs": 0.5, "ssim": 0.5}
     assert len(cell["evidence"]["cascading"]["mean"]["spearman_abs"]) == 4  # 4 blocks in the tiny CNN
-    assert len(saved["samples"]) == 6 and results["verdict"] == overall_verdict(
-        [c["verdict"] for c in saved["cells"]])
+    assert len(saved["samples"]) == 6 and results["verdict"] == saved["verdict"]
     suite = ET.parse(tmp_path / "out" / "junit.xml").getroot().find("testsuite")
     assert suite.get("tests") == "2"
     assert int(suite.get("failures")) == sum(c["verdict"] == "FAIL" for c in saved["cells"])
@@ -97,6 +113,25 @@ def test_skipped_without_labels_and_cache_shared(tiny_dir, tmp_path):
     bad = parse_spec(tiny_spec_dict(tiny_dir, data={"path": "unlabelled.pt", "target": "label"}), tiny_dir)
     with pytest.raises(SpecError, match="data.target: the data has no labels"):
         run_audit(bad, tiny_dir, output_dir=tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("cells,overall", [
+    (["PASS", "SKIPPED"], "PASS"),
+    (["PASS", "ERROR"], "ERROR"),
+    (["ERROR", "FAIL", "PASS"], "FAIL"),
+    (["SKIPPED"], "PASS"),
+])
+def test_overall_verdict_of_real_audits(tiny_dir, tmp_path, cells, overall):
+    """Known answers: an audit whose cells conclude with fixed verdicts (ERROR: conclude raises)."""
+    spec = tiny_spec_dict(tiny_dir, checks=[{"name": "fixed_verdict", "params": {"verdict": v}}
+                                            for v in cells],
+                          output={"directory": str(tmp_path / "out"), "formats": ["json"],
+                                  "gallery_samples": 0})
+    results = run_audit(parse_spec(spec, tiny_dir), tiny_dir, registry=registry_with_test_checks(),
+                        output_dir=tmp_path / "out", progress=False)
+    assert [c["verdict"] for c in results["cells"]] == cells
+    assert results["verdict"] == overall
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["verdict"] == overall
 
 
 def test_overall_verdict_rules():
@@ -156,7 +191,11 @@ def test_gallery_shows_maps_and_extra_figures_and_survives_a_broken_one(tiny_spe
                           output={"directory": str(tmp_path / "out"), "formats": ["json", "html"],
                                   "gallery_samples": 5})
     results = run_audit(load_spec(spec_path), spec_path.parent, registry=registry, progress=False)
-    assert all(c["verdict"] in ("PASS", "FAIL") for c in results["cells"])  # checks unaffected
+    verdicts = {c["explainer"]: c["verdict"] for c in results["cells"]}
+    # a broken picture never reaches the checks: no cell is ERROR, and the three model-blind
+    # explainers (maps = x.mean(1), the same on the randomized model) fail the sanity check
+    assert verdicts["broken_pictures"] == verdicts["good_pictures"] == verdicts["grey_pictures"] == "FAIL"
+    assert "ERROR" not in verdicts.values()
     gallery = results["gallery"]
     assert len(gallery["samples"]) == 5 == len(gallery["inputs"])  # spans two batches of 4
     rows = {(r["explainer"], r["figure"]): r for r in gallery["rows"]}
@@ -175,3 +214,65 @@ def test_no_gallery_when_switched_off(tiny_spec, tmp_path):
     results = run_audit(load_spec(spec_path), spec_path.parent, progress=False)
     assert results["gallery"]["samples"] == [] and results["gallery"]["rows"][0]["images"] == []
     assert 'id="gallery"' not in (tmp_path / "out" / "report.html").read_text()
+
+
+class Raiser(auditor.Explainer):
+    name = "raiser"
+
+    def explain(self, model, x, target):
+        raise RuntimeError("no map today")
+
+
+class Pictures(Check):
+    """Attaches an exemplar picture to the samples `batch.exemplars` names (or to all)."""
+
+    name = "pictures"
+    max_exemplars = 3
+
+    class Params(auditor.Params):
+        every_sample: bool = False
+
+    def measure(self, batch, explainer):
+        records = [{"n": i} for i in range(len(batch))]
+        chosen = range(len(batch)) if self.params.every_sample else batch.exemplars(3)
+        for i in chosen:
+            records[i]["exemplar"] = f"picture of {batch.sample_ids[i]}"
+        return records
+
+    def conclude(self, records, explainer):
+        shown = [r["exemplar"] for r in records if "exemplar" in r]
+        return Conclusion(Verdict.PASS, f"{len(shown)} pictures", evidence={"shown": shown})
+
+
+@auditor.hookimpl(specname="auditor_explainers")
+def raiser_explainers():
+    return [Raiser]
+
+
+@auditor.hookimpl(specname="auditor_checks")
+def picture_checks():
+    return [Pictures]
+
+
+def test_reason_names_the_explainer_that_raised_and_exemplars_stay_out_of_records(tiny_dir, tmp_path):
+    registry = load_registry(extra=[(types.SimpleNamespace(auditor_explainers=raiser_explainers,
+                                                           auditor_checks=picture_checks), "tests")])
+    spec = tiny_spec_dict(tiny_dir, explainers=[{"name": "gradient"}, {"name": "raiser"}],
+                          checks=[{"name": "sanity_randomization", "explainers": ["raiser"]},
+                                  {"name": "pictures", "explainers": ["gradient"]},
+                                  {"name": "pictures", "explainers": ["gradient"],
+                                   "params": {"every_sample": True}}],
+                          output={"directory": str(tmp_path), "formats": ["json"], "gallery_samples": 0})
+    results = run_audit(parse_spec(spec, tiny_dir), tiny_dir, registry=registry, output_dir=tmp_path,
+                        progress=False)
+    raised, pictures, too_many = results["cells"]
+    assert raised["verdict"] == "ERROR"
+    assert raised["reason"].startswith("measure of check 'sanity_randomization': explainer 'raiser' "
+                                       "raised RuntimeError: no map today at test_engine.py:")
+    assert "no map today" in raised["traceback"]
+    # batches of 4: the audit's first 3 samples are the exemplars; conclude saw their pictures
+    assert pictures["verdict"] == "PASS" and pictures["evidence"]["shown"] == [
+        f"picture of {r['sample']}" for r in pictures["records"][:3]]
+    assert all("exemplar" not in r for r in pictures["records"]) and len(pictures["records"]) == 6
+    assert too_many["verdict"] == "ERROR"
+    assert "attached exemplar pictures to 4 samples; at most 3" in too_many["reason"]
