@@ -346,7 +346,10 @@ def test_registered_and_runs_in_a_real_audit(tmp_path):
     results = run_audit(parse_spec(spec, QUICKSTART), QUICKSTART, output_dir=tmp_path, progress=False)
     cells = results["cells"]
     assert len(cells) == 1 and cells[0]["explainer"] == "smoe_scale"
-    assert cells[0]["verdict"] in ("PASS", "FAIL"), cells[0].get("reason")
+    # known outcome (examples/quickstart/README.md): class-agnostic, its lower scales keep their
+    # weights until the cascade reaches them, so the map stays similar and the check FAILS
+    assert cells[0]["verdict"] == "FAIL", cells[0].get("reason")
+    assert cells[0]["metrics"]["spearman_abs"] > 0.5
     lovi_row = next(r for r in results["gallery"]["rows"] if r["figure"] == "lovi")  # §2.3 picture
     assert lovi_row["explainer"] == "smoe_scale" and len(lovi_row["images"]) == 4
     assert all(img.startswith("data:image/jpeg;base64,") for img in lovi_row["images"])
