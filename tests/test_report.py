@@ -26,6 +26,17 @@ def not_blank(png: bytes | Image.Image, margin: float = 0.0) -> bool:
     return body.std() > 5 and (body < 128).mean() > 0.0003
 
 
+def rasterize(pdf, dpi: int) -> list[Image.Image]:
+    """Every page of the PDF as an RGB image, by PDFium (the pypdfium2 wheel: nothing from apt)."""
+    import pypdfium2
+
+    document = pypdfium2.PdfDocument(pdf)
+    try:
+        return [page.render(scale=dpi / 72).to_pil().convert("RGB") for page in document]
+    finally:
+        document.close()
+
+
 def test_html_has_every_verdict_and_evidence(quickstart_run):
     results, out = quickstart_run
     html = (out / "report.html").read_text()
@@ -39,6 +50,21 @@ def test_html_has_every_verdict_and_evidence(quickstart_run):
     assert html.count('alt="') == html.count("<img ")  # every image has alt text
     assert html.count("Heatmaps as more blocks are randomized") == 3
     assert "Cascading randomization" in html and "Spec as run" in html and "torchvision" in html
+    for check in results["checks"]:  # each check's section lists its params and thresholds
+        section = html[html.index(f'<h2>{results["checks"].index(check) + 1}. {check["name"]}</h2>'):]
+        for table, entries in (("params", check["params"]), ("thresholds", check["thresholds"])):
+            assert entries, table
+            body = section[section.index(f'<table class="{table}">'):]
+            body = body[:body.index("</table>")]
+            rows = re.findall(r"<tr><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td></tr>", body)
+            assert [name for name, *_ in rows] == [e["name"] for e in entries]
+            assert all(description for *_, description in rows)
+    params = {e["name"]: e for e in results["checks"][0]["params"]}
+    assert params["granularity"]["value"] == "block" and params["blocks"]["value"] is None
+    section = html[html.index('<table class="params">'):]
+    assert "<tr><td>granularity</td><td>block</td><td>block</td>" in section
+    assert "<tr><td>blocks</td><td>null</td><td>null</td>" in section
+    assert "<tr><td>independent</td><td>true</td><td>true</td>" in section
     headings = [int(h) for h in re.findall(r"<h([1-6])", html)]
     assert headings[0] == 1 and all(b - a <= 1 for a, b in zip(headings, headings[1:]))
 
@@ -84,10 +110,11 @@ def test_pdf_text_pages_and_rasterized_pages(quickstart_run, tmp_path):
     for cell in results["cells"]:
         assert cell["explainer"] in first and cell["verdict"] in first  # the matrix is on page 1
     assert "Page 1 of" in first and "quickstart" in first  # margin boxes
-    subprocess.run(["pdftoppm", "-r", "30", "-png", str(pdf), str(tmp_path / "p")], check=True)
-    pages = sorted(tmp_path.glob("p-*.png"))
+    pages = rasterize(pdf, dpi=50)  # at 30 dpi a page of small monospace text (the spec) is all grey
     assert len(pages) == len(reader.pages) >= 3
-    assert all(not_blank(Image.open(p), margin=0.08) for p in pages)  # not just the page number
+    a4 = (210 / 25.4 * 50, 297 / 25.4 * 50)
+    assert all(abs(w - a4[0]) <= 1 and abs(h - a4[1]) <= 1 for w, h in (p.size for p in pages))
+    assert all(not_blank(page, margin=0.08) for page in pages)  # not just the page number
 
 
 def test_junit_one_testcase_per_cell(quickstart_run):

@@ -5,7 +5,8 @@ import torch
 from scipy.stats import pearsonr, spearmanr
 from skimage.metrics import structural_similarity
 
-from auditor_plugins.lib.similarity import Reference, similarities, unit_range
+from auditor_plugins.lib.similarity import (METRICS, Reference, is_constant, row_pearson, similarities,
+                                            unit_range)
 
 
 def test_agrees_with_scipy_and_skimage():
@@ -30,9 +31,51 @@ def test_identity_opposite_and_constant():
     assert all(np.allclose(v, 1.0) for v in same.values())
     flipped = similarities(a, -a)
     assert np.allclose(flipped["spearman"], -1) and np.allclose(flipped["spearman_abs"], 1)
-    const = similarities(a, torch.zeros(2, 8, 8))
-    assert np.allclose(const["spearman"], 0) and np.allclose(const["pearson"], 0)
     assert unit_range(torch.zeros(1, 2, 2)).max() == 0
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0, -2.5])
+def test_a_constant_map_has_undefined_similarity_on_either_side(value):
+    """Never 0 ("completely changed") nor 1: a constant map carries no ranking at all."""
+    torch.manual_seed(3)
+    a = torch.randn(3, 8, 8)
+    flat = torch.full((3, 8, 8), value)
+    for sims in (similarities(a, flat), similarities(flat, a), similarities(flat, flat.clone())):
+        assert set(sims) == set(METRICS)
+        assert all(np.isnan(sims[m]).all() for m in METRICS), sims
+
+
+def test_undefined_only_where_a_map_is_constant_and_only_for_the_metrics_it_breaks():
+    torch.manual_seed(4)
+    a, b = torch.randn(4, 8, 8), torch.randn(4, 8, 8)
+    b[1] = 0.0                                   # constant
+    b[2] = torch.randn(8, 8).sign() * 3.0        # +3/-3 only: signed map varies, |map| constant
+    a[3] = 7.0                                   # constant original
+    sims = similarities(a, b)
+    undefined = {m: np.isnan(sims[m]).tolist() for m in METRICS}
+    assert undefined["spearman_abs"] == undefined["ssim"] == [False, True, True, True]
+    assert undefined["spearman"] == undefined["pearson"] == [False, True, False, True]
+    x, y = a[2].flatten().numpy(), b[2].flatten().numpy()
+    assert np.isclose(sims["pearson"][2], pearsonr(x, y).statistic, atol=1e-6)
+    reference = Reference(a)
+    assert reference.constant.tolist() == [False, False, False, True]
+    assert is_constant(b).tolist() == [False, True, False, False]
+    assert is_constant(b, magnitude=True).tolist() == [False, True, True, False]
+
+
+def test_constant_allows_for_float32_rounding_but_not_for_a_real_signal():
+    maps = torch.full((3, 8, 8), 1000.0)
+    maps[0, 0, 0] = torch.nextafter(torch.tensor(1000.0), torch.tensor(2000.0))  # one ulp
+    maps[1, 0, 0] = 1000.5                                                       # a real bump
+    maps[2] = 0.0
+    assert is_constant(maps).tolist() == [True, False, True]
+    assert np.isnan(similarities(maps, torch.randn(3, 8, 8))["spearman_abs"]).tolist() == [True, False, True]
+
+
+def test_row_pearson_is_nan_without_variance():
+    rows = np.array([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0]])
+    r = row_pearson(rows, np.array([[2.0, 4.0, 7.0], [1.0, 2.0, 3.0]]))
+    assert np.isclose(r[0], pearsonr([1, 2, 3], [2, 4, 7]).statistic) and np.isnan(r[1])
 
 
 def test_small_maps_use_the_largest_odd_window_that_fits():

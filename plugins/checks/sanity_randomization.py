@@ -14,6 +14,23 @@ et al. Fig. 2). Verdict: FAIL if, after randomizing the top ``verdict_depth`` fr
 ``spearman_abs`` 0.5 and ``ssim`` 0.5, between the two groups of Adebayo et al. Fig. 2/4 (gradient-
 like maps fall to ~0-0.3, Guided Backprop stays at ~0.6-0.9); the quickstart model reproduces the
 split. ``verdict_depth: 1.0`` judges the fully randomized model instead.
+
+Constant maps (see `similarity`: a correlation or SSIM with a constant map is undefined, and the
+per-sample records store such values as None):
+
+* A sample whose ORIGINAL map is constant, or constant in magnitude (zero everywhere included),
+  is ``uninformative``: a map that ranks no pixel above another cannot show that it stayed the
+  same, so it is never evidence of stability. Uninformative samples are counted (metric
+  ``uninformative``, and in the reason) and left out of every mean.
+* If every sample is uninformative the verdict is FAIL, "the map does not depend on the input":
+  a saliency map that is flat on every image explains nothing, whatever the thresholds say.
+* A RANDOMIZED map that is constant (or constant in magnitude) while the original is informative
+  counts as similarity 0 at that step (``collapsed`` per step in the evidence, and
+  ``collapsed_at_verdict`` in the metrics). Rationale: the original ranked the pixels and the
+  randomized map ranks none, so nothing of the original is left; 0 is the value of maps unrelated
+  to the original. It is evidence that the map depends on the weights (an explainer that ignores
+  the model would return the original map, which is not constant), so it can never hide a
+  failure; leaving such samples out instead would judge a step on the samples that changed least.
 """
 from __future__ import annotations
 
@@ -38,7 +55,8 @@ class SanityParams(Params):
         "block", description="randomize residual/conv+BN blocks, or every module with parameters")
     blocks: list[str] | None = Field(None, description="explicit module names to randomize, input side first")
     independent: bool = Field(True, description="also randomize each block alone")
-    evidence_samples: int = Field(3, ge=0, le=32, description="samples shown as heatmap strips")
+    evidence_samples: int = Field(3, ge=0, le=Check.max_exemplars, description=(
+        "first samples of the audit shown as heatmap strips (exemplars, at most 8)"))
     verdict_depth: float = Field(0.5, gt=0, le=1, description=(
         "fraction of the blocks, from the output down, randomized when the verdict is taken"))
 
@@ -67,8 +85,8 @@ class SanityRandomization(Check):
             raise ValueError("found no layers with parameters to randomize")
         top_down = list(reversed(blocks))
         seeds = {b.label: batch.seed * 7919 + i for i, b in enumerate(top_down)}
-        shown = max(0, min(len(batch), self.params.evidence_samples - batch.offset))
-        strips = [[picture(batch.x[i]), overlay(batch.x[i], original[i])] for i in range(shown)]
+        shown = batch.exemplars(self.params.evidence_samples)
+        strips = {i: [picture(batch.x[i]), overlay(batch.x[i], original[i])] for i in shown}
 
         cascading, methods = [], {}
         pristine = {k: v.clone() for k, v in model.state_dict().items()} if self.params.independent else None
@@ -76,7 +94,7 @@ class SanityRandomization(Check):
             methods[block.label] = randomize(model, block, seeds[block.label])
             maps = batch.explain(explainer, model=model, variant=None)
             cascading.append(reference.compare(maps))
-            for i in range(shown):
+            for i in shown:
                 strips[i].append(overlay(batch.x[i], maps[i]))
         independent = []
         if self.params.independent:
@@ -87,46 +105,68 @@ class SanityRandomization(Check):
                 randomize(model, block, seeds[block.label])
                 independent.append(reference.compare(batch.explain(explainer, model=model, variant=None)))
                 restore(model, saved)
-        records = [self._record(i, top_down, methods, cascading, independent) for i in range(len(batch))]
-        for i in range(shown):
-            records[i]["strip"] = strips[i]
+        records = [self._record(i, reference, top_down, methods, cascading, independent)
+                   for i in range(len(batch))]
+        for i in shown:
+            records[i]["exemplar"] = strips[i]  # the engine keeps pictures out of results.json
         return records
 
     @staticmethod
-    def _record(i: int, top_down: list[Block], methods: dict, cascading: list, independent: list
-                ) -> dict[str, Any]:
-        def per_step(steps: list[dict[str, np.ndarray]]) -> dict[str, list[float]]:
-            return {m: [float(s[m][i]) for s in steps] for m in METRICS}
+    def _record(i: int, reference: Reference, top_down: list[Block], methods: dict,
+                cascading: list, independent: list) -> dict[str, Any]:
+        def per_step(steps: list[dict[str, np.ndarray]]) -> dict[str, list[float | None]]:
+            return {m: [float(s[m][i]) if np.isfinite(s[m][i]) else None for s in steps]
+                    for m in METRICS}  # None: undefined (a constant map), JSON has no NaN
 
-        record = {"cascading": per_step(cascading), "independent": per_step(independent)}
+        record = {"informative": not bool(reference.constant_abs[i]),
+                  "cascading": per_step(cascading), "independent": per_step(independent)}
         if i == 0:  # what was randomized: once per batch
             record.update(blocks=[b.label for b in top_down], methods=methods)
         return record
 
     def conclude(self, records: list[dict[str, Any]], explainer: str) -> Conclusion:
         blocks = records[0]["blocks"]
+        informative = [r for r in records if r["informative"]]
+        uninformative = len(records) - len(informative)
         evidence: dict[str, Any] = {"blocks_top_down": blocks, "randomization": records[0]["methods"],
-                                    "samples": len(records)}
+                                    "samples": len(records), "uninformative": uninformative}
+        if not informative:
+            evidence.update(figures=[], tables=[], images=self._strips(records, blocks))
+            return Conclusion(Verdict.FAIL, "the map does not depend on the input "
+                              f"(constant on all {len(records)} samples)",
+                              {"uninformative": uninformative}, evidence)
         for mode in ("cascading", "independent"):
-            if records[0][mode][METRICS[0]]:
-                values = {m: np.array([r[mode][m] for r in records]) for m in METRICS}
+            if informative[0][mode][METRICS[0]]:
+                # undefined on an informative sample = the randomized map is constant: similarity 0
+                values = {m: np.array([[0.0 if v is None else v for v in r[mode][m]] for r in informative])
+                          for m in METRICS}
+                collapsed = [sum(r[mode][METRICS[0]][k] is None for r in informative)
+                             for k in range(len(blocks))]
                 evidence[mode] = {"mean": {m: v.mean(axis=0).tolist() for m, v in values.items()},
-                                  "std": {m: v.std(axis=0).tolist() for m, v in values.items()}}
+                                  "std": {m: v.std(axis=0).tolist() for m, v in values.items()},
+                                  "collapsed": collapsed}
         curve = evidence["cascading"]["mean"]
         step = math.ceil(self.params.verdict_depth * len(blocks)) - 1
         evidence["verdict_step"] = step
         judged = {m: curve[m][step] for m in METRICS}
+        collapsed = evidence["cascading"]["collapsed"][step]
         metrics = dict(judged)
         metrics.update({f"final_{m}": curve[m][-1] for m in METRICS})
         if "independent" in evidence:
             metrics.update({f"independent_min_{m}": float(np.min(evidence["independent"]["mean"][m]))
                             for m in ("spearman_abs", "ssim")})
+        metrics.update(uninformative=uninformative, collapsed_at_verdict=collapsed)
         limits = {m: v for m, v in self.thresholds.model_dump().items() if v is not None}
         self._report(evidence, records, blocks, limits, step)
         broken = [f"{m} {judged[m]:.3f} > {v}" for m, v in limits.items() if judged[m] > v]
         kept = [f"{m} {judged[m]:.3f} <= {v}" for m, v in limits.items() if judged[m] <= v]
-        where = (f"after randomizing the top {step + 1} of {len(blocks)} blocks "
-                 f"(mean of {len(records)} samples)")
+        notes = [f"mean of {len(informative)} samples"]
+        if uninformative:
+            notes.append(f"{uninformative} of {len(records)} uninformative (constant original map), "
+                         "excluded")
+        if collapsed:
+            notes.append(f"{collapsed} randomized maps constant, counted as similarity 0")
+        where = (f"after randomizing the top {step + 1} of {len(blocks)} blocks ({'; '.join(notes)})")
         if broken:
             return Conclusion(Verdict.FAIL, f"{where}: still similar to the original map: "
                               + ", ".join(broken), metrics, evidence)
@@ -150,19 +190,26 @@ class SanityRandomization(Check):
                        f"block: " + "; ".join(f"{m} " + ", ".join(f"{v:.2f}" for v in vals)
                                               for m, vals in evidence[mode]["mean"].items())})
             evidence["tables"].append({
-                "title": f"{mode.capitalize()} randomization: mean similarity per step",
-                "columns": ["step", "block", *METRICS],
+                "title": f"{mode.capitalize()} randomization: mean similarity per step "
+                         "(informative samples)",
+                "columns": ["step", "block", *METRICS, "randomized map constant"],
                 "rows": [[k + 1 if mode == "independent" or k != step else f"{k + 1} (verdict)", b,
-                          *[round(evidence[mode]["mean"][m][k], 4) for m in METRICS]]
+                          *[round(evidence[mode]["mean"][m][k], 4) for m in METRICS],
+                          evidence[mode]["collapsed"][k]]
                          for k, b in enumerate(blocks)]})
-        rows = [{"label": r["sample"], "images": r["strip"]} for r in records if "strip" in r]
-        if rows:
-            evidence["images"] = [{
-                "title": "Heatmaps as more blocks are randomized (cascading)",
-                "columns": ["input", "original", *[f"top {k + 1}" for k in range(len(blocks))]],
-                "rows": rows,
-                "alt": "Input image, original saliency map, then the map after randomizing the "
-                       "top 1, 2, ... blocks"}]
+        evidence["images"] = SanityRandomization._strips(records, blocks)
+
+    @staticmethod
+    def _strips(records: list[dict[str, Any]], blocks: list[str]) -> list[dict[str, Any]]:
+        """The exemplars' heatmap strips (pictures the engine kept apart from the records)."""
+        rows = [{"label": r["sample"], "images": r["exemplar"]} for r in records if "exemplar" in r]
+        if not rows:
+            return []
+        return [{"title": "Heatmaps as more blocks are randomized (cascading)",
+                 "columns": ["input", "original", *[f"top {k + 1}" for k in range(len(blocks))]],
+                 "rows": rows,
+                 "alt": "Input image, original saliency map, then the map after randomizing the "
+                        "top 1, 2, ... blocks"}]
 
 
 @auditor.hookimpl

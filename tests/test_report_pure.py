@@ -1,0 +1,99 @@
+"""The report renderer: a pure function of results, and evidence it cannot draw is shown as a
+warning, never dropped (results.json may be older than the evidence schema, or edited by hand)."""
+import copy
+import html as htmllib
+import json
+import re
+import types
+
+from auditor.report import render_html
+
+
+def warnings_in(html: str) -> list[str]:
+    return [htmllib.unescape(re.sub(r"\s+", " ", w)) for w in
+            re.findall(r'<p class="evidence-warning" role="note"><strong>Warning:</strong> (.*?)</p>', html, re.S)]
+
+
+def cell_html(html: str, cell: dict) -> str:
+    start = html.index(f'<article class="cell" id="check-{cell["check_index"]}-{cell["explainer"]}">')
+    return html[start:html.index("</article>", start)]
+
+
+def test_render_is_pure(quickstart_run):
+    import auditor
+    from auditor.plugins import load_registry
+
+    results = quickstart_run[0]
+    before = json.dumps(results, sort_keys=True)
+    first = render_html(results)
+    assert render_html(results) == first
+    assert json.dumps(results, sort_keys=True) == before
+    assert all("cells" not in check and "partial" not in check for check in results["checks"])
+    assert all("blocks" not in cell for cell in results["cells"])
+
+    @auditor.hookimpl
+    def auditor_report_partials():
+        return {"sanity_randomization": "<p>{{ cells|length }} {{ cells[0].evidence.figures|length }}</p>"}
+
+    registry = load_registry(extra=[(types.SimpleNamespace(auditor_report_partials=auditor_report_partials), "t")])
+    with_partial = render_html(results, registry)
+    assert "<p>3 2</p>" in with_partial and render_html(results, registry) == with_partial
+    assert json.dumps(results, sort_keys=True) == before
+
+    old = copy.deepcopy(results)  # a results file without the "checks" list (sections from the cells)
+    del old["checks"]
+    before_old = json.dumps(old, sort_keys=True)
+    html = render_html(old)
+    assert render_html(old) == html and json.dumps(old, sort_keys=True) == before_old
+    assert "<h2>1. sanity_randomization</h2>" in html and 'class="thresholds"' not in html
+
+
+def test_undrawable_evidence_is_a_visible_warning(quickstart_run):
+    results = json.loads((quickstart_run[1] / "results.json").read_text())
+    line = {"title": "no kind", "x": ["a", "b"], "series": {"s": [0.1, None]}}
+    cell, other, third = results["cells"]
+    cell["evidence"] = {
+        "figures": [line,  # no kind: the schema's default "line", so it is drawn
+                    {"kind": "bar", "title": "bars", "x": ["a"], "series": {"s": [1]}},
+                    {"title": "no data"},
+                    # valid by the schema, but matplotlib cannot plot it (no x for the hline label)
+                    {"kind": "line", "title": "empty", "x": [], "series": {"s": []}, "hlines": {"t": 0.5}}],
+        "tables": [{"title": "rows are not lists", "columns": ["a", "b"], "rows": ["ab", "cd"]},
+                   {"title": "fine", "columns": ["a", "b"], "rows": [[1, 2.5]]}],
+        "images": [{"title": "no rows", "columns": ["x"]}],
+        "notes": "kept as data, not drawn",
+    }
+    other["evidence"] = {"figures": {"kind": "line"}, "tables": "not a list"}
+    third["evidence"] = ["not", "a", "mapping"]
+    before = json.dumps(results, sort_keys=True)
+    html = render_html(results)
+    assert json.dumps(results, sort_keys=True) == before
+
+    first = cell_html(html, cell)
+    assert warnings_in(first) == [
+        "evidence entry figures[1] could not be drawn: kind: Input should be 'line'",
+        "evidence entry figures[2] could not be drawn: x: Field required (1 more)",
+        "evidence entry figures[3] could not be drawn: plotting raised IndexError: list index out of range",
+        "evidence entry tables[0] could not be drawn: rows[0]: Input should be a valid list (1 more)",
+        "evidence entry images[0] could not be drawn: rows: Field required",
+    ]
+    assert first.count('<figure class="plot">') == 1 and "<figcaption>no kind</figcaption>" in first
+    assert '<caption>fine</caption>' in first and "<td>2.5</td>" in first
+    assert "rows are not lists" not in first and "kept as data" not in first
+    assert warnings_in(cell_html(html, other)) == [
+        "evidence entry figures could not be drawn: it is a dict, expected a list",
+        "evidence entry tables could not be drawn: it is a str, expected a list"]
+    assert warnings_in(cell_html(html, third)) == ["evidence could not be drawn: it is a list, expected a mapping"]
+    assert html.count('class="evidence-warning"') == 8
+
+
+def test_inline_only_images_are_refused_without_echoing_them(quickstart_run):
+    results = json.loads((quickstart_run[1] / "results.json").read_text())
+    cell = results["cells"][0]
+    cell["evidence"]["images"] = [{"title": "t", "columns": ["a"], "rows": [
+        {"label": "x", "images": ["https://example.com/<b>.png"]}]}]
+    html = render_html(results)
+    assert warnings_in(cell_html(html, cell)) == [
+        "evidence entry images[0] could not be drawn: rows[0].images[0] is not an inline "
+        "data:image URI (reports fetch nothing)"]
+    assert "example.com" not in html
