@@ -152,6 +152,9 @@ class ExplanationCache:
                                target: torch.Tensor) -> torch.Tensor:
         """Maps that keep their autograd graph with respect to `x` (never cached)."""
         explainer = self.explainers[label]
+        if not x.requires_grad:
+            raise ValueError("explain_differentiable needs an input x with requires_grad=True "
+                             "(the maps are differentiated with respect to it)")
         if not explainer.differentiable:
             raise NotDifferentiableError(
                 f"explainer {label!r} ({explainer.name}) does not declare differentiable = True: "

@@ -4,6 +4,14 @@ gradients and Grad-CAM (SmoothGrad, with per-image noise, is in `smoothgrad`).
 Each returns ``[B,H,W]`` at input resolution. Channels are reduced by ``channel_reduction``:
 ``max_abs`` (max over colour channels of |a|, Simonyan et al. 2014) for gradient and SmoothGrad,
 ``sum`` (signed sum over channels) for the others; Grad-CAM has one channel, upsampled bilinearly.
+
+Gradient, input x gradient, integrated gradients and Grad-CAM are ``differentiable``: with
+``create_graph=True`` they are computed here with ``torch.autograd.grad(..., create_graph=True)``
+(the same formulas, steps and upsampling as Captum's), so the maps keep their graph with respect
+to `x`; the default path (``create_graph=False``) is Captum's. Second derivatives through ReLU
+(and max-pooling) are zero almost everywhere: an attack that differentiates these maps by the
+input swaps ReLU for softplus first (Dombrowski et al. 2019). Guided backprop rewrites the ReLU
+backward with hooks and is not differentiable.
 """
 from __future__ import annotations
 
@@ -12,6 +20,7 @@ from typing import Literal
 import torch
 from captum.attr import (GuidedBackprop, InputXGradient, IntegratedGradients, LayerAttribution,
                          LayerGradCam, Saliency)
+from captum.attr._utils.approximation_methods import approximation_parameters
 from pydantic import Field
 
 import auditor
@@ -31,6 +40,16 @@ class MaxAbsParams(Params):
     channel_reduction: Reduction = "max_abs"
 
 
+def class_score_gradient(model: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor, *,
+                         create_graph: bool = False) -> torch.Tensor:
+    """``d y_{target[b]}(inputs[b]) / d inputs[b]`` for every row `b` (`inputs` must require grad).
+
+    With `create_graph` the gradient keeps its graph, so a loss on it can be differentiated again.
+    """
+    score = model(inputs).gather(1, target[:, None]).sum()
+    return torch.autograd.grad(score, inputs, create_graph=create_graph)[0]
+
+
 class Gradient(Explainer):
     """Vanilla gradient d y_c / d x (Simonyan et al. 2014, "Deep inside convolutional networks")."""
 
@@ -39,8 +58,11 @@ class Gradient(Explainer):
     differentiable = True
     Params = MaxAbsParams
 
-    def explain(self, model, x, target):
-        grad = Saliency(model).attribute(x, target=target, abs=False)
+    def explain(self, model, x, target, *, create_graph=False):
+        if create_graph:
+            grad = class_score_gradient(model, x, target, create_graph=True)
+        else:
+            grad = Saliency(model).attribute(x, target=target, abs=False)
         return reduce_channels(grad, self.params.channel_reduction)
 
 
@@ -52,9 +74,12 @@ class InputXGradientExplainer(Explainer):
     differentiable = True
     Params = SumParams
 
-    def explain(self, model, x, target):
-        return reduce_channels(InputXGradient(model).attribute(x, target=target),
-                               self.params.channel_reduction)
+    def explain(self, model, x, target, *, create_graph=False):
+        if create_graph:
+            attr = x * class_score_gradient(model, x, target, create_graph=True)
+        else:
+            attr = InputXGradient(model).attribute(x, target=target)
+        return reduce_channels(attr, self.params.channel_reduction)
 
 
 class GuidedBackpropExplainer(Explainer):
@@ -85,11 +110,33 @@ class IntegratedGradientsExplainer(Explainer):
     differentiable = True
     Params = IGParams
 
-    def explain(self, model, x, target):
-        attr = IntegratedGradients(model).attribute(
-            x, baselines=self.params.baseline, target=target, n_steps=self.params.steps,
-            internal_batch_size=len(x) * copies_per_pass(self.params.steps_per_pass, x.device))
-        return reduce_channels(attr, self.params.channel_reduction)
+    def explain(self, model, x, target, *, create_graph=False):
+        p = self.params
+        per_pass = copies_per_pass(p.steps_per_pass, x.device)
+        if create_graph:
+            attr = integrated_gradients(model, x, target, p.baseline, p.steps, per_pass)
+        else:
+            attr = IntegratedGradients(model).attribute(
+                x, baselines=p.baseline, target=target, n_steps=p.steps,
+                internal_batch_size=len(x) * per_pass)
+        return reduce_channels(attr, p.channel_reduction)
+
+
+def integrated_gradients(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor,
+                         baseline: float, steps: int, per_pass: int) -> torch.Tensor:
+    """IG ``[B,C,H,W]`` that keeps its graph with respect to `x`: Captum's default quadrature
+    (Gauss-Legendre nodes `alphas`, weights `step_sizes`), `per_pass` steps per forward+backward
+    pass as Captum's ``internal_batch_size``."""
+    step_sizes, alphas = (build(steps) for build in approximation_parameters("gausslegendre"))
+    total = torch.zeros_like(x)
+    for start in range(0, steps, per_pass):
+        alpha = torch.tensor(alphas[start:start + per_pass], dtype=x.dtype, device=x.device)
+        weight = torch.tensor(step_sizes[start:start + per_pass], dtype=x.dtype, device=x.device)
+        k = len(alpha)
+        scaled = (baseline + alpha.view(k, 1, 1, 1, 1) * (x - baseline)).flatten(0, 1)  # step-major
+        grad = class_score_gradient(model, scaled, target.repeat(k), create_graph=True)
+        total = total + (weight.view(k, 1, 1, 1, 1) * grad.view(k, *x.shape)).sum(0)
+    return total * (x - baseline)
 
 
 class GradCamParams(Params):
@@ -105,9 +152,12 @@ class GradCam(Explainer):
     differentiable = True
     Params = GradCamParams
 
-    def explain(self, model, x, target):
-        cam = LayerGradCam(model, self.layer(model)).attribute(x, target=target,
-                                                               relu_attributions=True)
+    def explain(self, model, x, target, *, create_graph=False):
+        if create_graph:
+            cam = grad_cam(model, self.layer(model), x, target)
+        else:
+            cam = LayerGradCam(model, self.layer(model)).attribute(x, target=target,
+                                                                   relu_attributions=True)
         return LayerAttribution.interpolate(cam, tuple(x.shape[2:]), "bilinear")[:, 0]
 
     def layer(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -119,6 +169,28 @@ class GradCam(Explainer):
                 raise ValueError("the model has no Conv2d layer; set params.layer")
             return convs[-1]
         return find_layer(model, name)[1]
+
+
+def grad_cam(model: torch.nn.Module, layer: torch.nn.Module, x: torch.Tensor,
+             target: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM ``[B,1,h,w]`` at `layer`'s resolution that keeps its graph with respect to `x`:
+    a forward hook captures the activations A (of the layer's last call, as Captum's), and
+    ``alpha_k = mean_ij d y_c / d A^k_ij`` is taken with ``create_graph``."""
+    captured = []
+
+    def capture(module, args, output):
+        captured.append(output)
+        return output.clone()  # as Captum: an in-place op after the layer (VGG's ReLU) keeps A
+
+    handle = layer.register_forward_hook(capture)
+    try:
+        score = model(x).gather(1, target[:, None]).sum()
+    finally:
+        handle.remove()
+    acts = captured[-1]
+    grads = torch.autograd.grad(score, acts, create_graph=True)[0]
+    alpha = grads.mean(dim=tuple(range(2, grads.dim())), keepdim=True)
+    return torch.relu((alpha * acts).sum(dim=1, keepdim=True))
 
 
 @auditor.hookimpl

@@ -15,7 +15,7 @@ import auditor
 from auditor import Explainer, reduce_channels
 
 from ..lib.chunking import copies_per_pass
-from .captum import MaxAbsParams
+from .captum import MaxAbsParams, class_score_gradient
 
 
 class SmoothGradParams(MaxAbsParams):
@@ -43,6 +43,11 @@ class SmoothGrad(Explainer):
     Each image draws its noise from its own generator seeded by `image_seed`, so a map does not
     depend on the other images of its batch (batch of N = N single runs, whatever ``batch_size``
     or ``samples_per_pass``).
+
+    With ``create_graph=True`` the noisy copies are built from `x` itself, so the maps keep their
+    graph with respect to `x`; the gradient is that of the map for the drawn noise, held fixed.
+    (The map as a function of `x` is not continuous: the noise is reseeded from the image's
+    bytes, so any change of `x` draws new noise; finite differences see the jump.)
     """
 
     name = "smoothgrad"
@@ -64,8 +69,7 @@ class SmoothGrad(Explainer):
             noisy = (base.unsqueeze(0) + p.noise_level * noise).flatten(0, 1)
             if not create_graph:
                 noisy.requires_grad_(True)
-            score = model(noisy).gather(1, target.repeat(k)[:, None]).sum()
-            grad = torch.autograd.grad(score, noisy, create_graph=create_graph)[0]
+            grad = class_score_gradient(model, noisy, target.repeat(k), create_graph=create_graph)
             total = total + grad.view(k, *x.shape).sum(0)
             done += k
         return reduce_channels(total / p.samples, p.channel_reduction)
