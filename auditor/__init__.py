@@ -1,7 +1,8 @@
 """xai-auditor: audit the explanations of image classifiers.
 
 Plugin authors need only this module: ``hookimpl``, `Explainer`, `Check`, `Conclusion`, `Verdict`,
-`Batch`, `Params`, the evidence models `Table`, `LineFigure`, `ImageGrid`, and the layer helpers
+`Batch`, `Params`, `judge` (verdict metrics with bootstrap intervals), the evidence models
+`Table`, `LineFigure`, `ImageGrid`, and the layer helpers
 `find_layer` / `user_name` (docs/plugins.md is the reference; `auditor.testing` runs a plugin
 without a spec).
 """
@@ -11,8 +12,9 @@ from .evidence import Evidence, ImageGrid, ImageRow, LineFigure, Table
 from .explain import Explainer, Params, reduce_channels
 from .hookspecs import hookimpl
 from .layers import find_layer, user_name
+from .verdicts import Judgement, judge
 
 __version__ = "0.1.0"
 __all__ = ["Batch", "Check", "Conclusion", "Evidence", "Explainer", "ImageGrid", "ImageRow",
-           "LineFigure", "Params", "Table", "Verdict", "find_layer", "hookimpl", "reduce_channels",
-           "user_name", "__version__"]
+           "Judgement", "LineFigure", "Params", "Table", "Verdict", "find_layer", "hookimpl", "judge",
+           "reduce_channels", "user_name", "__version__"]

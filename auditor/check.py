@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from .batch import Batch
 from .evidence import EvidenceError, validated_evidence
+from .verdicts import Judgement
 from .explain import Params
 
 
@@ -27,6 +28,8 @@ class Verdict(str, enum.Enum):
 class Conclusion:
     """Result of one check x explainer cell.
 
+    `judgements` are the verdict metrics judged by `auditor.verdicts.judge` (mean, bootstrap 95%
+    interval, threshold); a cell with a borderline judgement is marked borderline.
     `evidence` is JSON-able data following `auditor.evidence.Evidence`: the report draws
     ``tables`` (`Table`), ``figures`` (`LineFigure`) and ``images`` (`ImageGrid`) for any check
     (dicts or the models themselves); any other key is kept in results.json as data. Malformed
@@ -37,6 +40,12 @@ class Conclusion:
     reason: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     evidence: dict[str, Any] = field(default_factory=dict)
+    judgements: list[Judgement] = field(default_factory=list)  # verdict metrics with intervals
+
+    @property
+    def borderline(self) -> bool:
+        """A verdict metric's 95% interval straddles its threshold: more samples could flip it."""
+        return any(j.borderline for j in self.judgements)
 
 
 class Check:
@@ -88,6 +97,9 @@ def validated_conclusion(result: object, who: str) -> Conclusion:
         result.evidence = validated_evidence(result.evidence)
     except EvidenceError as exc:
         raise CheckOutputError(f"{who}.conclude returned malformed evidence: {exc}") from None
+    if not all(isinstance(j, Judgement) for j in result.judgements):
+        raise CheckOutputError(f"{who}.conclude returned judgements that are not auditor.verdicts."
+                               "Judgement (make them with auditor.verdicts.judge)")
     for key, value in result.metrics.items():
         if not isinstance(value, (int, float)) or not math.isfinite(value):
             raise CheckOutputError(f"{who}.conclude returned metric {key}={value!r}, expected a finite number")

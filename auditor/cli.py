@@ -23,7 +23,7 @@ def _run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     registry = load_registry(disabled=disabled_plugins(spec, args.disable_plugin))
     results = run_audit(spec, Path(args.spec).parent, registry=registry, output_dir=args.output,
-                        progress=not args.quiet)
+                        progress=not args.quiet, strict=args.strict)
     print(verdict_table(results))
     print(f"results: {results['output_directory']}")
     return 0 if results["verdict"] == "PASS" else 1
@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("spec", help="audit spec (YAML)")
     run.add_argument("--output", type=Path, help="output directory (default: from the spec)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--strict", action="store_true", help="borderline cells (a verdict metric's "
+                     "95%% interval straddles its threshold) fail the audit")
     _disable_flag(run)
     run.set_defaults(func=_run)
     report = sub.add_parser("report", help="re-render reports from a results.json (no model run)")

@@ -97,8 +97,12 @@ def seed_everything(seed: int) -> None:
 
 
 def run_audit(spec: AuditSpec, base_dir: Path, registry: Registry | None = None,
-              output_dir: Path | None = None, progress: bool = True) -> dict[str, Any]:
-    """Run the audit of `spec`; write the requested outputs; return the results mapping."""
+              output_dir: Path | None = None, progress: bool = True,
+              strict: bool = False) -> dict[str, Any]:
+    """Run the audit of `spec`; write the requested outputs; return the results mapping.
+
+    `strict`: borderline cells (a verdict metric's interval straddles its threshold) fail the
+    audit; without it the mark is shown but the overall verdict goes by the means."""
     clock = {"start": time.perf_counter()}
     durations: dict[str, float] = {}
     registry = registry or load_registry(disabled=disabled_plugins(spec))
@@ -136,7 +140,7 @@ def run_audit(spec: AuditSpec, base_dir: Path, registry: Registry | None = None,
     durations["conclude"] = _lap(clock)
 
     results = _results(spec, registry, loaded, data_fingerprint, samples, cells, durations, device,
-                       source.classes or spec.model.class_names, explainers, checks)
+                       source.classes or spec.model.class_names, explainers, checks, strict)
     results["gallery"] = gallery.result()
     out = output_dir or spec.output_directory()
     durations["total"] = time.perf_counter() - clock["start"]
@@ -228,8 +232,12 @@ def _conclude(cell: Cell) -> None:
     cell.seconds += time.perf_counter() - started
 
 
-def overall_verdict(verdicts: list[str]) -> str:
-    """FAIL if any cell failed, else ERROR if any could not run, else PASS (SKIPPED is neutral)."""
+def overall_verdict(verdicts: list[str], borderline: list[bool] | None = None,
+                    strict: bool = False) -> str:
+    """FAIL if any cell failed (with `strict`, or was borderline), else ERROR if any could not
+    run, else PASS (SKIPPED is neutral)."""
+    if strict and any(borderline or []):
+        return "FAIL"
     for worst in ("FAIL", "ERROR"):
         if worst in verdicts:
             return worst
@@ -259,7 +267,7 @@ def _describe_params(model: Any) -> list[dict[str, Any]]:
 def _results(spec: AuditSpec, registry: Registry, loaded: Any, data_fingerprint: str,
              samples: dict[str, dict[str, Any]], cells: list[Cell], durations: dict[str, float],
              device: torch.device, class_names: list[str] | None, explainers: dict[str, Any],
-             checks: list[Check]) -> dict[str, Any]:
+             checks: list[Check], strict: bool = False) -> dict[str, Any]:
     cell_results = []
     for cell in cells:
         c, check = cell.conclusion, cell.check
@@ -267,6 +275,7 @@ def _results(spec: AuditSpec, registry: Registry, loaded: Any, data_fingerprint:
             "check": check.name, "check_index": cell.check_index, "explainer": cell.explainer,
             "verdict": c.verdict.value,
             "reason": c.reason, "metrics": c.metrics, "evidence": c.evidence,
+            "judgements": [j.as_dict() for j in c.judgements], "borderline": c.borderline,
             "thresholds": check.thresholds.model_dump(), "params": check.params.model_dump(),
             "records": cell.records, "traceback": cell.traceback, "seconds": cell.seconds})
     labelled = [s for s in samples.values() if s["label"] is not None]
@@ -274,7 +283,9 @@ def _results(spec: AuditSpec, registry: Registry, loaded: Any, data_fingerprint:
         "schema_version": SCHEMA_VERSION,
         "audit": {"name": spec.audit.name, "seed": spec.audit.seed,
                   "date": datetime.now(timezone.utc).isoformat(timespec="seconds")},
-        "verdict": overall_verdict([c["verdict"] for c in cell_results]),
+        "verdict": overall_verdict([c["verdict"] for c in cell_results],
+                                   [c["borderline"] for c in cell_results], strict),
+        "strict": strict,
         "spec": spec.model_dump(mode="json"),
         "model": {"fingerprint": loaded.fingerprint, "source": loaded.source},
         "data": {"fingerprint": data_fingerprint, "samples": len(samples), "classes": class_names,

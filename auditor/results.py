@@ -68,14 +68,26 @@ def junit_xml(results: dict[str, Any]) -> str:
         case = ET.SubElement(suite, "testcase", classname=cell["check"], name=cell["explainer"],
                              time=f"{cell.get('seconds', 0.0):.3f}")
         tag = {"FAIL": "failure", "ERROR": "error", "SKIPPED": "skipped"}.get(cell["verdict"])
+        if tag is None and cell.get("borderline") and results.get("strict"):
+            tag = "failure"  # --strict: a borderline PASS fails
         if tag:
-            ET.SubElement(case, tag, message=cell["reason"]).text = cell.get("traceback") or cell["reason"]
+            ET.SubElement(case, tag, message=_marked(cell)).text = cell.get("traceback") or _marked(cell)
         else:
-            ET.SubElement(case, "system-out").text = cell["reason"]
+            ET.SubElement(case, "system-out").text = _marked(cell)
     root = ET.Element("testsuites", name="xai-auditor")
     root.append(suite)
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _marked(cell: dict[str, Any]) -> str:
+    """The reason, with the borderline sentence where a verdict metric's interval straddles."""
+    if not cell.get("borderline"):
+        return cell["reason"]
+    close = [j for j in cell.get("judgements", []) if j["borderline"]]
+    where = "; ".join(f"{j['metric']} {j['value']:.3f}, 95% CI [{j['ci'][0]:.3f}, {j['ci'][1]:.3f}] "
+                      f"vs {j['threshold']:g}" for j in close)
+    return f"{cell['reason']} (borderline: {where}; add samples to decide)"
 
 
 def write_junit(results: dict[str, Any], path: Path) -> None:
@@ -85,8 +97,13 @@ def write_junit(results: dict[str, Any], path: Path) -> None:
 def verdict_table(results: dict[str, Any]) -> str:
     """A short plain-text table of the verdicts, for the terminal."""
     rows = [("check", "explainer", "verdict", "reason")]
-    rows += [(c["check"], c["explainer"], c["verdict"], c["reason"]) for c in results["cells"]]
+    rows += [(c["check"], c["explainer"], c["verdict"] + (" ≈" if c.get("borderline") else ""),
+              _marked(c)) for c in results["cells"]]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = ["  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in rows]
+    if any(c.get("borderline") for c in results["cells"]):
+        lines.append("≈ borderline: a verdict metric's 95% interval straddles its threshold"
+                     + (" (--strict: counted as FAIL)" if results.get("strict") else
+                        "; the verdict stands by the mean (--strict fails it)"))
     lines.append(f"overall: {results['verdict']}")
     return "\n".join(lines)
