@@ -56,6 +56,12 @@ class Batch:
         return self.cache.explain_differentiable(explainer, self.model if model is None else model, x,
                                                  self.target if target is None else target)
 
+    def expect(self, explanations: int) -> None:
+        """Say how many explanations this `measure` call will compute, so the progress bar moves
+        with each of them (optional; without it the bar moves when `measure` returns)."""
+        if self.cache is not None and self.cache.progress is not None:
+            self.cache.progress.expect(explanations)
+
     def exemplars(self, count: int) -> list[int]:
         """Positions in this batch of the audit's first `count` samples: the exemplars a check
         may attach pictures to (a record's ``"exemplar"`` key). Records of other samples stay

@@ -32,6 +32,7 @@ from .explain import ExplainerError, ExplanationCache
 from .gallery import Gallery
 from .model import prepare
 from .plugins import Registry, load_registry
+from .progress import Progress
 from .results import SCHEMA_VERSION, write_json, write_junit
 from .spec import AuditSpec
 
@@ -133,7 +134,8 @@ def run_audit(spec: AuditSpec, base_dir: Path, registry: Registry | None = None,
         elif cell.check.needs_masks and not source.has_masks:
             cell.conclusion = Conclusion(Verdict.SKIPPED, "needs object masks; the data has none")
     gallery = Gallery(spec.output.gallery_samples, explainers)
-    _measure(cells, gallery, model, source, samples, explainers, spec, device, num_classes, progress)
+    costs = _measure(cells, gallery, model, source, samples, explainers, spec, device, num_classes,
+                     progress)
     durations["measure"] = _lap(clock)
     for cell in cells:
         _conclude(cell)
@@ -142,6 +144,8 @@ def run_audit(spec: AuditSpec, base_dir: Path, registry: Registry | None = None,
     results = _results(spec, registry, loaded, data_fingerprint, samples, cells, durations, device,
                        source.classes or spec.model.class_names, explainers, checks, strict)
     results["gallery"] = gallery.result()
+    results["explainer_costs"] = {label: costs.get(label, {"seconds": 0.0, "explanations": 0})
+                                  for label in explainers}
     out = output_dir or spec.output_directory()
     durations["total"] = time.perf_counter() - clock["start"]
     write_outputs(results, out, spec.output.formats, registry)
@@ -191,10 +195,13 @@ def _predict(model: torch.nn.Module, source: Any, spec: AuditSpec, device: torch
 
 def _measure(cells: list[Cell], gallery: Gallery, model: torch.nn.Module, source: Any,
              samples: dict[str, dict[str, Any]], explainers: dict, spec: AuditSpec,
-             device: torch.device, num_classes: int, progress: bool) -> None:
-    total = -(-len(source) // spec.data.batch_size)
+             device: torch.device, num_classes: int, progress: bool) -> dict[str, dict[str, float]]:
+    """Explain and measure batch by batch; return what each explainer cost (seconds and
+    explanations computed, counted once where computed: gallery or check)."""
+    batches = -(-len(source) // spec.data.batch_size)
+    bar = Progress(batches * sum(cell.active for cell in cells), progress)
     offset = 0
-    for sb in _bar(source.batches(spec.data.batch_size), total, "explain+measure", progress):
+    for sb in source.batches(spec.data.batch_size):
         if gallery.complete and not any(cell.active for cell in cells):
             break
         key = "label" if spec.data.target == "label" else "prediction"
@@ -204,12 +211,14 @@ def _measure(cells: list[Cell], gallery: Gallery, model: torch.nn.Module, source
                       model=model, seed=spec.audit.seed, num_classes=num_classes,
                       label=None if sb.label is None else sb.label.to(device),
                       mask=None if sb.mask is None else sb.mask.to(device),
-                      offset=offset, cache=ExplanationCache(explainers))
+                      offset=offset, cache=ExplanationCache(explainers, bar))
         offset += len(batch)
+        bar.begin("gallery")
         gallery.add(batch)
         for cell in cells:
             if not cell.active:
                 continue
+            bar.begin(f"{cell.check.name} x {cell.explainer}")
             started = time.perf_counter()
             try:
                 who = f"check {cell.check.name!r} on {cell.explainer!r}"
@@ -218,6 +227,8 @@ def _measure(cells: list[Cell], gallery: Gallery, model: torch.nn.Module, source
             except Exception as exc:
                 cell.fail_with(exc, "measure")
             cell.seconds += time.perf_counter() - started
+            bar.end()
+    return bar.close()
 
 
 def _conclude(cell: Cell) -> None:

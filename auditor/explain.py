@@ -5,6 +5,7 @@ randomized or perturbed copy. Inputs are pixels in [0, 1]; the model folds in th
 """
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from typing import Any, Callable, ClassVar
 
@@ -128,15 +129,21 @@ class ExplanationCache:
     the cache lives for one batch only, so memory stays bounded by the batch size.
     """
 
-    def __init__(self, explainers: dict[str, Explainer]):
+    def __init__(self, explainers: dict[str, Explainer], progress: Any = None):
         self.explainers = explainers
+        self.progress = progress  # told of every explanation computed: `auditor.progress.Progress`
         self._maps: dict[tuple, torch.Tensor] = {}
+
+    def _computed(self, label: str, started: float, x: torch.Tensor) -> None:
+        if self.progress is not None:
+            self.progress.explained(label, time.perf_counter() - started, int(x.shape[0]))
 
     def explain(self, label: str, model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor,
                 sample_ids: tuple[str, ...], variant: str | None) -> torch.Tensor:
         key = (label, variant, sample_ids, tuple(target.tolist()))
         if variant is not None and key in self._maps:
             return self._maps[key]
+        started = time.perf_counter()
         try:
             with torch.enable_grad():
                 x_in = x.detach().requires_grad_(True)  # explainers differentiate w.r.t. the input
@@ -144,6 +151,7 @@ class ExplanationCache:
                                  f"explainer {label!r}")
         except Exception as exc:
             raise ExplainerError(label, exc) from exc
+        self._computed(label, started, x)
         if variant is not None:
             self._maps[key] = maps
         return maps
@@ -159,10 +167,12 @@ class ExplanationCache:
             raise NotDifferentiableError(
                 f"explainer {label!r} ({explainer.name}) does not declare differentiable = True: "
                 "its maps cannot be differentiated with respect to the input")
+        started = time.perf_counter()
         try:
             with torch.enable_grad():
                 maps = explainer.explain(model, x, target, create_graph=True)
                 validated(maps, x, f"explainer {label!r}")
         except Exception as exc:
             raise ExplainerError(label, exc) from exc
+        self._computed(label, started, x)
         return maps

@@ -88,6 +88,7 @@ class SanityRandomization(Check):
         if not blocks:
             raise ValueError("found no layers with parameters to randomize")
         top_down = list(reversed(blocks))
+        batch.expect(len(top_down) * (2 if self.params.independent else 1) - self.params.independent)
         seeds = {b.label: batch.seed * 7919 + i for i, b in enumerate(top_down)}
         shown = batch.exemplars(self.params.evidence_samples)
         strips = {i: [picture(batch.x[i]), overlay(batch.x[i], original[i])] for i in shown}
