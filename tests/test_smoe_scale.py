@@ -1,9 +1,11 @@
 """SMOE Scale and LOVI (shared/papers/smoe-scale-efficient-saliency-maps.txt): the paper's
 Table 3 known answers, the order equivalence of Appendix A against a full Gamma MLE (scipy), LOVI
 colours against `colorsys`, scale detection on torchvision models and the quickstart CNN, the
-pipeline of Eq. 3 against a hand-written numpy/scipy reference, and a real audit."""
+pipeline of Eq. 3 against a hand-written numpy/scipy reference, `preset: fastcam` against
+fastcam's own code (tests/fixtures/presets), and a real audit."""
 import colorsys
 import importlib.util
+import json
 import math
 
 import numpy as np
@@ -20,10 +22,10 @@ from auditor.explain import validated
 from auditor.model import LoadedModel, prepare
 from auditor.plugins import load_registry
 from auditor.spec import load_spec, parse_spec
-from auditor_plugins.explainers.smoe_scale import (PAPER_WEIGHTS, SmoeScale, _owned, cdf_normalize, lovi,
-                                        scale_activations, smoe_scale)
+from auditor_plugins.explainers.smoe_scale import (PAPER_WEIGHTS, PRESETS, SmoeScale, _owned, cdf_normalize,
+                                        lovi, scale_activations, smoe_scale)
 
-from conftest import QUICKSTART
+from conftest import FIXTURES, QUICKSTART
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
@@ -146,6 +148,63 @@ def test_cdf_normalize_uses_each_maps_own_mean_and_std():
         m = maps[i].numpy()
         assert np.allclose(out[i].numpy(), scipy.stats.norm.cdf(m, m.mean(), m.std()), atol=1e-12)
     assert torch.equal(cdf_normalize(torch.full((1, 3, 3), 2.0)), torch.full((1, 3, 3), 0.5))
+
+
+def test_cdf_normalize_unbiased_std_option():
+    """Eq. 3 leaves the std open; 'unbiased' (n - 1, fastcam's GaussNorm2D) against scipy."""
+    maps = torch.rand(2, 4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    out = cdf_normalize(maps, "unbiased")
+    for i in range(2):
+        m = maps[i].numpy()
+        assert np.allclose(out[i].numpy(), scipy.stats.norm.cdf(m, m.mean(), m.std(ddof=1)), atol=1e-12)
+    assert not torch.allclose(out, cdf_normalize(maps))  # population: a different squash
+    assert torch.equal(cdf_normalize(torch.ones(1, 1, 1), "unbiased"), torch.full((1, 1, 1), 0.5))  # n = 1
+    with pytest.raises(ValueError, match="population"):
+        cdf_normalize(maps, "sample")
+
+
+# --- preset: fastcam (LLNL/fastcam, the paper's code) ------------------------------------------
+
+def load_presets():
+    spec = importlib.util.spec_from_file_location("presets_make", FIXTURES / "presets" / "make.py")
+    make = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make)
+    return make, json.loads((FIXTURES / "presets" / "presets.json").read_text())
+
+
+def test_fastcam_preset_reproduces_fastcams_own_code():
+    """Known answer recorded by running fastcam's SMOEScaleMap + GaussNorm2D +
+    CombineSaliencyMaps (equal weights) on a seeded VGG-like model (tests/fixtures/presets)."""
+    make, known = load_presets()
+    net, x = make.build(), make.inputs()
+    assert make.checksum(net, x) == known["checksum"], "the seeded weights or images changed"
+    model = wrap(net, make.MEAN, make.STD)
+    target = torch.tensor(make.TARGETS)
+    expected = torch.tensor(known["smoe_fastcam"]["map"]).view(known["shape"])
+    explainer = SmoeScale(SmoeScale.Params(preset="fastcam"))
+    assert list(explainer.scale_maps(model, x)) == known["smoe_fastcam"]["layers"]  # fastcam's taps
+    maps = explainer.explain(model, x, target)
+    assert torch.allclose(maps, expected, atol=1e-6), (maps - expected).abs().max()
+    # each of the three settings matters on this model: defaults are far off, and the
+    # population std alone leaves a visible difference
+    assert (SmoeScale().explain(model, x, target) - expected).abs().max() > 0.05
+    near = SmoeScale(SmoeScale.Params(weights="equal", epsilon=1e-7)).explain(model, x, target)
+    assert (near - expected).abs().max() > 1e-3
+
+
+def test_preset_fills_unset_fields_and_refuses_conflicting_ones():
+    params = SmoeScale.Params(preset="fastcam")
+    assert (params.weights, params.epsilon, params.std, params.normalize) == ("equal", 1e-7, "unbiased", "cdf")
+    assert PRESETS["fastcam"] == {"weights": "equal", "epsilon": 1e-7, "std": "unbiased", "normalize": "cdf"}
+    assert SmoeScale.Params(preset="fastcam", epsilon=1e-7, layers=["a", "b"]).layers == ["a", "b"]
+    assert SmoeScale.Params(preset="fastcam", epsilon="1e-7") == params  # YAML reads 1e-7 as a string
+    assert SmoeScale.Params(**params.model_dump()) == params  # results.json round-trips
+    for field, value in (("weights", "linear"), ("epsilon", 1e-6), ("std", "population"), ("normalize", "none")):
+        with pytest.raises(ValidationError, match=f"preset 'fastcam' sets {field}=.*drop {field} or the preset"):
+            SmoeScale.Params(preset="fastcam", **{field: value})
+    with pytest.raises(ValidationError):
+        SmoeScale.Params(preset="captum")
+    assert SmoeScale.Params().preset is None and SmoeScale.Params().std == "population"
 
 
 # --- LOVI (Eqs. 4-6) --------------------------------------------------------------------------

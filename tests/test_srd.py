@@ -1,7 +1,11 @@
 """SRD (Sharing Ratio Decomposition, Han, Kim & Kwak 2024): the sharing-ratio property of Eq. 6 on
 every supported layer type, known answers for Eqs. 4, 11 and 12, agreement of the backward pass
-with the forward ERF construction (Appendix C), batching, clear errors, the Table 2 resolutions on
-real architectures, and a real audit."""
+with the forward ERF construction (Appendix C), batching, clear errors, the default encoder output
+and the Table 2 resolutions on real architectures, the `contrastive` seeds against known answers
+(tests/fixtures/presets), and a real audit."""
+import copy
+import importlib.util
+import json
 import sys
 
 import pytest
@@ -14,9 +18,11 @@ from auditor.engine import run_audit
 from auditor.model import LoadedModel, prepare
 from auditor.plugins import load_registry
 from auditor.spec import load_spec, parse_spec
-from auditor_plugins.explainers.srd import SRD, Decomposition, SRDParams, SRDUnsupportedError, head
+from auditor_plugins.explainers.srd import (SRD, Decomposition, SRDParams, SRDUnsupportedError,
+                                             default_encoder_output, head)
+from pydantic import ValidationError
 
-from conftest import QUICKSTART
+from conftest import FIXTURES, QUICKSTART
 
 sys.path.insert(0, str(QUICKSTART))
 import model as quickstart_model  # noqa: E402
@@ -160,7 +166,8 @@ def test_non_contrastive_low_resolution_is_grad_cam_at_the_encoder_output():
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
     target = torch.tensor([1, 2])
     gradcam = load_registry().explainers["gradcam"].cls
-    expected = gradcam(gradcam.Params(layer="features.15")).explain(model, x, target)
+    # L is the quickstart's last ReLU (features.14, 8x8), before its last max-pool
+    expected = gradcam(gradcam.Params(layer="features.14")).explain(model, x, target)
     srd = SRD(SRDParams(resolution="low", contrastive=False)).explain(model, x, target)
     assert torch.allclose(srd, expected, atol=1e-5)
     contrastive = SRD(SRDParams(resolution="low")).explain(model, x, target)
@@ -296,11 +303,14 @@ def native_maps(model, x, target):
     return {name: kept[node] for name, node in nodes.items()}, start
 
 
+# 'low' is the default encoder output L: the last ReLU before the head's pooling. On VGG-16 that
+# is features.29 (14x14, the official code's choice), not the 7x7 max-pooled map the classifier
+# reads; on the quickstart CNN features.14 (8x8), not the 4x4 pooled map.
 @pytest.mark.parametrize("arch, size, expected", [
     ("resnet18", 224, {"low": (7, 7), "high": (28, 28), "input": (224, 224)}),
-    ("vgg16", 224, {"low": (7, 7), "high": (28, 28), "input": (224, 224)}),
+    ("vgg16", 224, {"low": (14, 14), "high": (28, 28), "input": (224, 224)}),
     ("resnet50", 64, {"low": (2, 2), "high": (8, 8), "input": (64, 64)}),  # bottlenecks, 1x1 convs
-    ("quickstart", 64, {"low": (4, 4), "high": (8, 8), "input": (64, 64)}),
+    ("quickstart", 64, {"low": (8, 8), "high": (8, 8), "input": (64, 64)}),
 ])
 def test_resolutions_of_table_2_on_real_architectures(arch, size, expected):
     torch.manual_seed(7)
@@ -329,8 +339,9 @@ def test_registered_and_runs_in_a_real_audit(tmp_path):
         print(f"  {block:34s} cascading spearman_abs {ev['cascading']['mean']['spearman_abs'][i]:6.3f} "
               f"ssim {ev['cascading']['mean']['ssim'][i]:6.3f}")
     # known outcome (examples/quickstart/README.md): SRD spreads relevance back through the lower
-    # layers, still trained at the verdict depth: SSIM stays above 0.5 -> FAIL; fully randomized
-    # the map has changed (final SSIM below the verdict step's)
+    # layers, still trained at the verdict depth: SSIM (0.728) and Spearman (0.676, since L is the
+    # 8x8 ReLU features.14) stay above 0.5 -> FAIL; fully randomized the map has changed (final
+    # SSIM below the verdict step's)
     assert cell["verdict"] == "FAIL" and cell["metrics"]["ssim"] > 0.5, cell["reason"]
     assert cell["metrics"]["final_ssim"] < cell["metrics"]["ssim"]
 
@@ -351,3 +362,83 @@ def test_maps_only_where_the_whole_relevance_passes():
     assert torch.isfinite(block).all()
     with pytest.raises(ValueError, match="inside a residual block.*net_layer"):
         SRD(SRDParams(layer="net_layer2_0_relu")).explain(model, x, target)
+
+
+# --- the default encoder output L ---------------------------------------------------------------
+
+class ConvHead(nn.Module):
+    """A 1x1 convolution after the last ReLU, then global pooling: the walk stops at the conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.relu, self.score = nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 1)
+
+    def forward(self, x):
+        return self.score(self.relu(self.conv(x))).mean((2, 3))
+
+
+@pytest.mark.parametrize("arch, size, expected", [
+    ("vgg16", 32, "net_features_29"),      # ReLU before the last max-pool (the official choice)
+    ("resnet18", 64, "net_layer4_1_relu_1"),  # the last block's output (2x2), as before
+    ("quickstart", 64, "net_features_14"),  # ReLU before the last max-pool, 8x8
+    ("conv_head", 8, "net_score"),          # walk stopped by a conv: the map the pooling reads
+])
+def test_default_encoder_output_is_the_last_relu_before_the_heads_pooling(arch, size, expected):
+    torch.manual_seed(8)
+    if arch == "quickstart":
+        model = quickstart()
+    elif arch == "conv_head":
+        model = wrap(ConvHead())
+    else:
+        model = wrap(getattr(torchvision.models, arch)(weights=None), *IMAGENET)
+    run = Decomposition(model, torch.rand(1, 3, size, size))
+    assert default_encoder_output(run).name == expected
+
+
+# --- contrastive seeds: known answers -----------------------------------------------------------
+
+def load_presets():
+    spec = importlib.util.spec_from_file_location("presets_make", FIXTURES / "presets" / "make.py")
+    make = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make)
+    return make, json.loads((FIXTURES / "presets" / "presets.json").read_text())
+
+
+@pytest.mark.parametrize("mode", ["paper", "official"])
+def test_contrastive_seeds_and_maps_match_the_forward_construction(mode):
+    """Known answers (tests/fixtures/presets/make.py): a seeded VGG-like model, SRD written out
+    position by position (Eqs. 4, 6-8, 11-14) from the default L, the ReLU before the last
+    max-pool; 'paper' is Eq. 4 with all K class gradients, 'official' the class map minus its
+    spatial mean, unclipped."""
+    make, known = load_presets()
+    net, x = make.build(), make.inputs()
+    assert make.checksum(net, x) == known["checksum"], "the seeded weights or images changed"
+    model = wrap(copy.deepcopy(net).double(), make.MEAN, make.STD).double()
+    x, target = x.double(), torch.tensor(make.TARGETS)
+    ref = known["srd"][mode]
+    seed = torch.tensor(ref["seed"], dtype=torch.float64).view(ref["seed_shape"])
+    expected = torch.tensor(ref["map"], dtype=torch.float64).view(known["shape"])
+    srd = SRD(SRDParams(contrastive=mode))
+    run = Decomposition(model, x)
+    top = srd.encoder_output(run)
+    assert top.name == "net_" + known["srd"]["encoder_output"]
+    assert torch.allclose(srd.final_relevance(run, top, target), seed, rtol=1e-7, atol=1e-9 * seed.abs().max())
+    maps = srd.explain(model, x, target)
+    assert torch.allclose(maps, expected, rtol=1e-7, atol=1e-8 * expected.abs().max())
+    if mode == "official":  # signed, zero spatial mean at L
+        assert (seed < 0).any() and torch.allclose(seed.mean((1, 2)), torch.zeros(2, dtype=torch.float64))
+    # the rule that stopped at the first map with more than one position (the 2x2 pooled map
+    # the classifier reads) gives another map
+    pooled = SRD(SRDParams(contrastive=mode, encoder_output="9")).explain(model, x, target)
+    assert not torch.allclose(pooled, maps, atol=1e-3 * maps.abs().max())
+
+
+def test_contrastive_option_values():
+    assert SRDParams().contrastive == "paper"
+    assert SRDParams(contrastive=True).contrastive == "paper"  # older specs
+    assert SRDParams(contrastive=False).contrastive is False
+    assert SRDParams(contrastive="official").contrastive == "official"
+    for params in (SRDParams(), SRDParams(contrastive=False), SRDParams(contrastive="official")):
+        assert SRDParams(**params.model_dump()) == params
+    with pytest.raises(ValidationError):
+        SRDParams(contrastive="yes")

@@ -7,6 +7,12 @@ of the network (just before each downsampling, §2.2) is reduced over its channe
 bilinearly to the input size and averaged with per-scale weights (§2.2, Eq. 3). The map is
 class-agnostic: it does not depend on `target` (§2.2 "Con": no class-specific map). LOVI (§2.3,
 Eqs. 4-6) colours each location by which scales are active.
+
+``preset: fastcam`` reproduces the authors' code (LLNL/fastcam: ``maps.SMOEScaleMap``,
+``norm.GaussNorm2D``, ``maps.CombineSaliencyMaps``), which differs from the paper's text in three
+settings: epsilon 1e-7 (§2.1 says 1e-6), the unbiased standard deviation in the normal CDF (Eq. 3
+does not say which; ``torch.std`` defaults to unbiased) and equal weights (its demos: "Equal
+Weights work best"; §3.2 recommends [1,2,3,4,5] or the prior). See `PRESETS`.
 """
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, model_validator
 
 import auditor
 from auditor import Explainer, Params
@@ -23,6 +29,19 @@ from auditor.layers import find_layer, user_name
 from matplotlib.colors import hsv_to_rgb
 
 PAPER_WEIGHTS = (0.18, 0.15, 0.37, 0.40, 0.72)  # §3.2 "prior weights" of ResNet-50's five scales
+
+# Named settings that reproduce a reference implementation. A preset fills in the fields the user
+# left unset; a field given explicitly with another value is a validation error (a map labelled
+# 'fastcam' must be fastcam's), so to vary one setting, drop the preset and give all of them.
+PRESETS: dict[str, dict[str, object]] = {
+    # LLNL/fastcam (the paper's code, github.com/LLNL/fastcam): SMOEScaleMap adds 1e-7 before
+    # log2; GaussNorm2D squashes by the normal CDF with x.std() (unbiased, n - 1); the demos
+    # combine the five ResNet stage ends ['relu', 'layer1', .., 'layer4'] (what `detect_scales`
+    # finds) with CombineSaliencyMaps, weights [1, 1, 1, 1, 1], bilinear, align_corners=False.
+    # Not reproduced: fastcam's SaliencyModel defaults to GammaNorm2D (a gamma CDF), which is not
+    # the paper's Eq. 3; its demos offer GaussNorm2D as the alternative, reproduced here.
+    "fastcam": {"weights": "equal", "epsilon": 1e-7, "std": "unbiased", "normalize": "cdf"},
+}
 
 
 def smoe_scale(activations: torch.Tensor, epsilon: float = 1e-6, inplace: bool = False) -> torch.Tensor:
@@ -43,13 +62,21 @@ def smoe_scale(activations: torch.Tensor, epsilon: float = 1e-6, inplace: bool =
     return (mu * (mu.log2() - x.log2_().mean(dim=1))).clamp_min_(0)
 
 
-def cdf_normalize(maps: torch.Tensor) -> torch.Tensor:
-    """gamma(s; mu, sigma), the normal CDF with each map's own mean and (population) std (Eq. 3):
-    ``[B,h,w] -> [B,h,w]`` in [0, 1]. A constant map (sigma = 0) becomes 0.5."""
+def cdf_normalize(maps: torch.Tensor, std: str = "population") -> torch.Tensor:
+    """gamma(s; mu, sigma), the normal CDF with each map's own mean and std (Eq. 3):
+    ``[B,h,w] -> [B,h,w]`` in [0, 1]. A constant map (sigma = 0) becomes 0.5.
+
+    Eq. 3 does not say which standard deviation: ``population`` divides by n (the maximum
+    likelihood sigma of the normal whose CDF squashes the map), ``unbiased`` by n - 1 (fastcam's
+    GaussNorm2D, ``torch.std`` by default). They differ by sqrt(n / (n - 1)): 1% on a 7x7 map."""
+    if std not in ("population", "unbiased"):
+        raise ValueError(f"std must be 'population' or 'unbiased', not {std!r}")
     flat = maps.flatten(1)
     mean = flat.mean(dim=1).view(-1, 1, 1)
-    std = flat.std(dim=1, correction=0).clamp_min(torch.finfo(maps.dtype).tiny).view(-1, 1, 1)
-    return torch.special.ndtr((maps - mean) / std)
+    unbiased = std == "unbiased" and flat.shape[1] > 1  # one value: sigma 0 either way
+    sigma = flat.std(dim=1, correction=1 if unbiased else 0)
+    sigma = sigma.clamp_min(torch.finfo(maps.dtype).tiny).view(-1, 1, 1)
+    return torch.special.ndtr((maps - mean) / sigma)
 
 
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -232,6 +259,10 @@ Weight = Annotated[float, Field(ge=0)]
 
 
 class SmoeParams(Params):
+    preset: Literal["fastcam"] | None = Field(None, description=(
+        "reproduce a reference implementation: 'fastcam' (LLNL/fastcam, the paper's code) sets "
+        "weights 'equal', epsilon 1e-7, std 'unbiased', normalize 'cdf'; fields left unset take "
+        "the preset's values, a field given with another value is an error"))
     layers: list[str] | None = Field(None, min_length=1, description=(
         "module names of the activations, earliest first; default: detected, the tensor each "
         "spatial downsampling takes (§2.2, the end of each scale)"))
@@ -239,9 +270,28 @@ class SmoeParams(Params):
         "per-scale weights of Eq. 3 (§3.2): equal [1,..], linear [1,2,..,n] (default: the paper's "
         "rule of thumb, any number of scales, Table 2 SUM 1.28 vs 1.30 for the ResNet-50 prior), "
         "paper [0.18,0.15,0.37,0.40,0.72] (5 scales only), or a list"))
-    epsilon: float = Field(1e-6, gt=0, le=1.0, description="added to every activation before log2 (§2.1)")
+    epsilon: float = Field(1e-6, gt=0, le=1.0, description=(
+        "added to every activation before log2 (§2.1: 1e-6; fastcam's code: 1e-7)"))
     normalize: Literal["cdf", "none"] = Field("cdf", description=(
         "squash each scale's map by a normal CDF with its own mean/std (Eq. 3), or combine raw maps"))
+    std: Literal["population", "unbiased"] = Field("population", description=(
+        "the standard deviation in Eq. 3's normal CDF: population (divide by n) or unbiased "
+        "(n - 1, as fastcam's GaussNorm2D); the paper does not say"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data):
+        """Fill in the preset's settings; an explicit field that disagrees with it is an error."""
+        if not isinstance(data, dict) or data.get("preset") is None:
+            return data
+        preset = PRESETS.get(data["preset"])
+        if preset is None:
+            return data  # the Literal check names the allowed presets
+        for name, value in preset.items():
+            if name in data and _coerced(cls, name, data[name]) != value:
+                raise ValueError(f"preset {data['preset']!r} sets {name}={value!r}, but {name}="
+                                 f"{data[name]!r} was given: drop {name} or the preset")
+        return {**preset, **data}
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -254,6 +304,14 @@ class SmoeParams(Params):
             raise ValueError("weights: 'paper' is the prior of 5 scales (§3.2); "
                              f"{len(self.layers)} layers given")
         return self
+
+
+def _coerced(model: type[Params], name: str, value: object) -> object:
+    """`value` as field `name` will hold it (YAML reads ``1e-7`` as a string), or as given if invalid."""
+    try:
+        return TypeAdapter(model.model_fields[name].annotation).validate_python(value)
+    except ValidationError:
+        return value  # the field's own validation reports it
 
 
 def _owned(a: torch.Tensor, x: torch.Tensor, others) -> bool:
@@ -288,14 +346,15 @@ class SmoeScale(Explainer):
     def explain(self, model, x, target):
         maps = list(self.scale_maps(model, x).values())
         if self.params.normalize == "cdf":
-            maps = [cdf_normalize(m) for m in maps]
+            maps = [cdf_normalize(m, self.params.std) for m in maps]
         weights = scale_weights(self.params.weights, len(maps))
         return combine(maps, weights, tuple(x.shape[-2:]))
 
     def extra_figures(self, model, x, target):
         """LOVI (§2.3) of the CDF-squashed scale maps (Eqs. 4-6 need s in [0,1], from Eq. 3)."""
         size = tuple(x.shape[-2:])
-        maps = [upsample(cdf_normalize(m), size) for m in self.scale_maps(model, x).values()]
+        maps = [upsample(cdf_normalize(m, self.params.std), size)
+                for m in self.scale_maps(model, x).values()]
         return {"lovi": lovi(torch.stack(maps, dim=1))}
 
 

@@ -22,16 +22,31 @@ Interpretations (the paper leaves these open; each is documented where it is use
 
 * Eq. 4's mean over classes is linear in the gradient, so it is computed with ONE gradient of
   ``y_c - mean_k y_k`` instead of K. ``A`` is the encoder output as the model computes it (after
-  its ReLU/pooling); ``contrastive=False`` gives Grad-CAM's ``max(Phi^c, 0)``.
-* L (default): the last feature map with more than one position before the head flattens or
-  pools it globally (7x7 for ResNet-50/VGG-16 at 224 px, as Table 2's SRD-low). The head after L
-  is only differentiated (Eq. 4), never decomposed ("for an MLP layer, we opt for established
-  backward methods such as Grad-CAM", §3.1).
-* Resolutions of Table 2: ``low`` = L; ``high`` = the deepest nonlinear layer downsampled at most
-  8x (28x28 at 224 px); ``input`` = the pixels. Coarser maps are upsampled bilinearly to the input
-  size, as the paper does before evaluating. The relevance of a pixel is the relevance of its
-  PFV (its colour channels together), so no channel reduction is needed; maps are signed and not
-  normalized (the paper divides by the maximum only for display/metrics).
+  its ReLU/pooling). `contrastive` chooses the seed R^L:
+
+  - ``paper`` (default; ``true`` in older specs): Eq. 4 as printed, max(Phi^c - 1/K sum_k Phi^k, 0);
+  - ``official``: the authors' released code, which subtracts the SPATIAL mean of the class's own
+    map instead and keeps the negatives, ``R_i = Phi_i^c - 1/HW sum_j Phi_j^c`` (the sentence
+    before Eq. 4, "we subtract the mean of its saliency", read literally). Implemented from that
+    description of the code (its repository could not be fetched to check it line by line).
+    Its maps are signed and differ from the paper's (PCC 0.2-0.3 on ImageNet models);
+  - ``false``: Grad-CAM's ``max(Phi^c, 0)``, no mean subtracted.
+
+* L (default, `default_encoder_output`): walking back from the logits through the head's
+  one-input layers (linear, flatten, dropout, activations of flat vectors) and its pooling, the
+  last nonlinear activation with more than one position. The paper does not define L beyond
+  "the encoder output" (§3.1); this is the authors' choice: VGG-16's ``features.29`` (the ReLU
+  before the last max-pool, 14x14 at 224 px; Fig. 5 labels PFVs of "layer 29" at (4, 9), beyond a
+  7x7 grid), ResNet's last block output (7x7). The head after L is only differentiated (Eq. 4),
+  never decomposed ("for an MLP layer, we opt for established backward methods such as
+  Grad-CAM", §3.1).
+* Resolutions of Table 2: ``low`` = L (14x14 on VGG-16 at 224 px with the default L; §4.1
+  lists (7, 7) for low-resolution maps, which ``encoder_output: avgpool`` gives); ``high`` = the
+  deepest nonlinear layer downsampled at most 8x (28x28 at 224 px); ``input`` = the pixels.
+  Coarser maps are upsampled bilinearly to the input size, as the paper does before evaluating.
+  The relevance of a pixel is the relevance of its PFV (its colour channels together), so no
+  channel reduction is needed; maps are signed and not normalized (the paper divides by the
+  maximum only for display/metrics).
 * Bias shares in composite segments, BatchNorm folding and zero PFVs: see `layers`.
 * Relevance passes the input normalization ``(x - mean) / std`` exactly (a per-position shift
   stays with its pixel), so maps over [0, 1] pixels equal maps over normalized ones.
@@ -43,7 +58,7 @@ from typing import Literal
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, field_validator
 
 import auditor
 from auditor import Explainer, Params
@@ -58,17 +73,25 @@ class SRDParams(Params):
     resolution: Literal["input", "high", "low"] = Field(
         "input", description="where the map is taken (Table 2): 'input' pixels; 'high' the deepest "
         "nonlinear layer downsampled at most 8x (28x28 at 224 px); 'low' the encoder output "
-        "(7x7); coarser maps are upsampled bilinearly to the input size")
+        "L (at 224 px: 7x7 on ResNets, 14x14 on VGG-16); coarser maps are upsampled bilinearly "
+        "to the input size")
     layer: str | None = Field(
         None, description="take the map at this module's output instead (dotted name in the "
         "model, e.g. 'layer2' or 'features.22'; a container means its last operation)")
     encoder_output: str | None = Field(
         None, description="layer L where Eq. 4 starts; default: walking back from the logits "
-        "through the head's one-input layers (linear, flatten, global pooling), the first feature "
-        "map with more than one position (ResNet's last block, VGG's 7x7 features)")
-    contrastive: bool = Field(
-        True, description="Eq. 4 as in the paper: subtract the mean over classes before clipping "
-        "negatives; false: Grad-CAM's max(Phi^c, 0) without the class mean")
+        "through the head's one-input layers and pooling, the last nonlinear activation with "
+        "more than one position (the authors' choice: VGG-16's features.29, 14x14 at 224 px; "
+        "ResNet's last block, 7x7)")
+    contrastive: Literal["paper", "official", False] = Field(
+        "paper", description="the seed R^L at L: 'paper' Eq. 4, max(Phi^c - mean over classes "
+        "Phi^k, 0); 'official' the authors' code, Phi^c minus its spatial mean, not clipped "
+        "(signed); false: Grad-CAM's max(Phi^c, 0). true (older specs) means 'paper'")
+
+    @field_validator("contrastive", mode="before")
+    @classmethod
+    def _true_is_paper(cls, value):
+        return "paper" if value is True else value
 
 
 class SRD(Explainer):
@@ -110,15 +133,19 @@ class SRD(Explainer):
         return run.find(name) if name else default_encoder_output(run)
 
     def final_relevance(self, run: Decomposition, top: fx.Node, target: torch.Tensor) -> torch.Tensor:
-        """Eqs. 4 and 9: ``R_i^L = max(Phi_i^c - mean_k Phi_i^k, 0)`` per PFV i of L, ``[B,H,W]``."""
+        """Eqs. 4 and 9, the seed R^L per PFV i of L, ``[B,H,W]``: ``max(Phi_i^c - mean_k Phi_i^k, 0)``
+        (``paper``), ``Phi_i^c - mean_j Phi_j^c`` (``official``) or ``max(Phi_i^c, 0)`` (false)."""
+        mode = self.params.contrastive
         a = run.values[top].detach().requires_grad_(True)
         logits = head(run, top, a)
         score = logits.gather(1, target.view(-1, 1).to(logits.device))[:, 0]
-        if self.params.contrastive:  # 1/K sum_k Phi^k is Phi of the mean logit (linear in y)
+        if mode == "paper":  # 1/K sum_k Phi^k is Phi of the mean logit (linear in y)
             score = score - logits.mean(1)
         grad = torch.autograd.grad(score.sum(), a)[0]
         alpha = run.pfv(top, grad).mean((2, 3), keepdim=True)  # Grad-CAM weights alpha_ch
         phi = (alpha * run.pfv(top, a.detach())).sum(1)
+        if mode == "official":
+            return phi - phi.mean((1, 2), keepdim=True)
         return phi.clamp_min(0)
 
     def map_layer(self, run: Decomposition, top: fx.Node, x: torch.Tensor) -> fx.Node:
@@ -147,20 +174,42 @@ class SRD(Explainer):
         return below[0]  # the model input
 
 
+# head layers the default encoder output walks back through (each has one data input)
+HEAD_KINDS = ("linear", "route", "pointwise", "act")
+
+
 def default_encoder_output(run: Decomposition) -> fx.Node:
-    """Default encoder output L (§3.1, Eq. 3): walking back from the logits through the head's
-    chain of one-input layers (linear, flatten, global pooling, ...), the first [B,C,H,W] feature
-    map with more than one position: ResNet's last block (7x7 at 224 px), VGG's 7x7 features,
-    the quickstart CNN's 4x4 features. A side branch (e.g. a squeeze-excitation gate) never
-    ends the encoder early."""
-    node = run.output
+    """Default encoder output L (§3.1, Eq. 3), where the paper is silent: the authors' choice.
+
+    Walking back from the logits along the chain of one-input layers of the head (linear,
+    flatten/reshape, dropout, BatchNorm, activations of flat vectors) AND pooling (max, average,
+    adaptive, global), the first - i.e. the network's last - nonlinear activation whose output is
+    a [B,C,H,W] map with more than one position. That is the boundary where the decomposition
+    starts (Eq. 5 splits pre-activation PFVs between nonlinear layers), and it is what the
+    official code uses: VGG-16 ``features.29`` (the ReLU before the last max-pool: 14x14 at
+    224 px; measured against the official code, starting at the pooled 7x7 map that the
+    classifier reads instead gives PCC 0.987-0.996 and 1.22x its scale), ResNet-18/50 the last
+    block's ReLU (7x7 at 224 px), the quickstart CNN ``features.14`` (the ReLU before its last
+    max-pool, 8x8 at 64 px, where the pooled 4x4 map was L before).
+
+    If the walk meets anything else first (a convolution, a residual sum, a two-input gate), it
+    stops there and L is the first feature map with more than one position met on the way (the
+    map the head reads). A side branch (e.g. a squeeze-excitation gate) never ends the encoder
+    early."""
+    node, first_map = run.output, None
     while isinstance(node, fx.Node) and node in run.steps:
-        if node in run.shape and run.values[node].dim() == 4 and \
-                run.shape[node][1] * run.shape[node][2] > 1:
+        step = run.steps[node]
+        spatial = node in run.shape and run.values[node].dim() == 4 and \
+            run.shape[node][1] * run.shape[node][2] > 1
+        if spatial and step.kind == "act":
             return node
-        if len(run.steps[node].inputs) != 1:
+        if spatial and first_map is None:
+            first_map = node
+        if step.kind not in HEAD_KINDS or len(step.inputs) != 1:
             break
-        node = run.steps[node].inputs[0]
+        node = step.inputs[0]
+    if first_map is not None:
+        return first_map
     raise SRDUnsupportedError("SRD found no single spatial feature map that the classifier head "
                               "reads; set params.encoder_output")
 
