@@ -12,6 +12,8 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.lines  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -50,13 +52,23 @@ def picture(image: torch.Tensor, size: int = 96) -> str:
     return data_uri(_fit(Image.fromarray(array), size))
 
 
-def line_plot(figure: dict[str, Any]) -> str:
+def _png(fig: Any) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _values(values: list[Any]) -> list[float]:
+    return [float("nan") if v is None else v for v in values]
+
+
+def line_plot(figure: dict[str, Any], size: tuple[float, float] = (5.2, 3.0)) -> str:
     """Render a ``{"kind": "line", "x": labels, "series": {name: values}, ...}`` figure (PNG URI)."""
-    fig, ax = plt.subplots(figsize=(6.4, 3.4), dpi=110)
+    fig, ax = plt.subplots(figsize=size, dpi=140)
     x = list(range(len(figure["x"])))
     for name, values in figure["series"].items():
-        ax.plot(x, [float("nan") if v is None else v for v in values], marker="o", markersize=3,
-                label=name)
+        ax.plot(x, _values(values), marker="o", markersize=3, label=name)
     lines: dict[float, list[str]] = {}
     for name, value in (figure.get("hlines") or {}).items():
         lines.setdefault(value, []).append(name)
@@ -65,14 +77,82 @@ def line_plot(figure: dict[str, Any]) -> str:
         ax.annotate(", ".join(names), (x[-1], value), fontsize=7, ha="right", va="bottom", color="grey")
     ax.set_xticks(x)
     ax.set_xticklabels([str(v) for v in figure["x"]], rotation=45, ha="right", fontsize=7)
-    ax.set_xlabel(figure.get("xlabel") or "")
-    ax.set_ylabel(figure.get("ylabel") or "")
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_xlabel(figure.get("xlabel") or "", fontsize=8)
+    ax.set_ylabel(figure.get("ylabel") or "", fontsize=8)
     if figure.get("ylim"):
         ax.set_ylim(*figure["ylim"])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return _png(fig)
+
+
+def short_ticks(labels: list[Any]) -> bool:
+    """Whether x labels are short enough to be tick labels of a small panel (else: 1, 2, ...)."""
+    return all(len(str(v)) <= 4 for v in labels)
+
+
+def small_multiples(panels: list[dict[str, Any]], columns: int = 5,
+                    panel: tuple[float, float] = (1.45, 1.0)) -> str:
+    """One small panel per ``{"title": str, "figure": LineFigure dict}`` (the same figure of
+    several explainers), as a PNG data URI: a shared y range, one legend, the same colour for a
+    series in every panel, dashed threshold lines. Long x labels become 1, 2, ... (the caller
+    lists them); `columns` panels per row at most, each `panel` inches (width, height)."""
+    n = len(panels)
+    ncols = max(1, min(n, columns))
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(max(3.4, 0.25 + panel[0] * ncols), 0.4 + panel[1] * nrows), dpi=160,
+                             sharey=True, squeeze=False)
+    names = list(dict.fromkeys(name for p in panels for name in p["figure"]["series"]))
+    colours = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(names)}
+    thresholds: dict[str, None] = {}
+    longest = max((len(p["title"]) for p in panels), default=1)
+    title_size = max(4.5, min(6.5, panel[0] * 72 / (0.6 * longest)))  # a title fits its panel
+    limits = {tuple(p["figure"]["ylim"]) if p["figure"].get("ylim") else None for p in panels}
+    for i, panel in enumerate(panels):
+        ax = axes[i // ncols][i % ncols]
+        figure = panel["figure"]
+        x = list(range(1, len(figure["x"]) + 1))
+        for name, values in figure["series"].items():
+            ax.plot(x, _values(values), marker="o", markersize=1.8, linewidth=1, color=colours[name])
+        for name, value in (figure.get("hlines") or {}).items():
+            ax.axhline(value, linestyle="--", linewidth=0.8, color="grey")
+            thresholds[name] = None
+        ax.set_title(panel["title"], fontsize=title_size, pad=2)
+        if short_ticks(figure["x"]):
+            ax.set_xticks(x)
+            ax.set_xticklabels([str(v) for v in figure["x"]])
+        else:
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=8, integer=True))
+        ax.tick_params(labelsize=5.5, length=2, pad=1)
+        ax.grid(alpha=0.3, linewidth=0.5)
+        if i % ncols == 0 and figure.get("ylabel"):
+            ax.set_ylabel(figure["ylabel"], fontsize=6)
+    if len(limits) == 1 and None not in limits:
+        axes[0][0].set_ylim(*next(iter(limits)))
+    for j in range(n, nrows * ncols):
+        axes[j // ncols][j % ncols].set_visible(False)
+    xlabel = panels[0]["figure"].get("xlabel") if n else ""
+    if xlabel:
+        fig.supxlabel(xlabel, fontsize=6.5)
+    handles = [matplotlib.lines.Line2D([], [], color=colours[name], marker="o", markersize=2, linewidth=1)
+               for name in names]
+    labels = list(names)
+    if thresholds:
+        handles.append(matplotlib.lines.Line2D([], [], color="grey", linestyle="--", linewidth=0.8))
+        joined = ", ".join(thresholds)
+        labels.append(joined if len(joined) <= 28 else "thresholds")
+    renderer = fig.canvas.get_renderer()
+    for per_row in range(len(labels), 0, -1):  # as many entries a row as fit the figure's width
+        legend = fig.legend(handles, labels, loc="upper center", ncol=per_row, fontsize=6.5,
+                            frameon=False, bbox_to_anchor=(0.5, 1.0), handlelength=1.6,
+                            columnspacing=1.0, borderaxespad=0.2)
+        box = legend.get_window_extent(renderer)
+        if box.width <= 0.98 * fig.bbox.width or per_row == 1:
+            break
+        legend.remove()
+    tall = box.height / fig.dpi  # inches the legend takes above the panels
+    fig.set_figheight(fig.get_figheight() + max(0.0, tall - 0.3))
+    fig.tight_layout(pad=0.3, h_pad=0.6, w_pad=0.4, rect=(0, 0, 1, 1 - (tall + 0.04) / fig.get_figheight()))
+    return _png(fig)

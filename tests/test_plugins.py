@@ -112,8 +112,11 @@ def test_plugin_authors_evidence_is_drawn_and_malformed_evidence_is_an_error(ins
     assert sanity["verdict"] == "FAIL", sanity["reason"]  # even with thresholds of 1.0
     html = (tmp_path / "out" / "report.html").read_text()
     section = html[html.index('<h2>1. band_profile</h2>'):html.index('<h2>2. bad_evidence</h2>')]
-    assert "Mean share per band" in section and "Share per band" in section
-    assert section.count('src="data:image/png;base64,') >= 2  # one drawn figure per explainer
+    assert "<strong>Share per band</strong>, one curve per explainer" in section
+    assert section.count('src="data:image/png;base64,') == 1  # one figure for both explainers
+    detail = html[html.index('id="detail-0"'):html.index('id="detail-1"')]  # each cell in full
+    assert "Mean share per band" in detail and "Share per band" in detail
+    assert detail.count('src="data:image/png;base64,') == 2  # one drawn figure per explainer
     assert "How the attribution is spread" in section and "A made-up check" in section
     assert "horizontal bands the image is cut into" in section  # the check's params are shown
 

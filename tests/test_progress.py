@@ -30,3 +30,8 @@ def test_bar_moves_per_explanation_in_a_one_batch_audit(tiny_dir, tmp_path, monk
     # batch) plus the check's randomized maps; the check reuses the cached original
     assert costs["gradient"]["explanations"] == 6 * (1 + 2 * blocks - 1)
     assert costs["gradient"]["seconds"] > 0 and set(costs) == {"gradient", "input_x_gradient"}
+    from auditor.report import render_html
+
+    html = render_html(results)
+    table = html[html.index("Cost per explainer"):]
+    assert f"<td>gradient</td><td>{costs['gradient']['explanations']}</td>" in table

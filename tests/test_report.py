@@ -1,4 +1,5 @@
 """The audit report: content of HTML, PDF and JUnit; real browser and PDF rasterization; safety."""
+import html as htmllib
 import io
 import json
 import re
@@ -42,13 +43,34 @@ def test_html_has_every_verdict_and_evidence(quickstart_run):
     html = (out / "report.html").read_text()
     assert (out / "report.html").stat().st_size < 5e6
     matrix = html[html.index('<table class="matrix">'):html.index("</table>", html.index('<table class="matrix">'))]
+    summary = html[html.index('<table class="summary">'):html.index("</table>", html.index('<table class="summary">'))]
+    detail = html[html.index('<section class="detail" id="detail">'):html.index('<section class="appendix"')]
     for cell in results["cells"]:
-        assert re.search(rf'verdict-{cell["verdict"]}">{cell["verdict"]}</td>', matrix)
-        assert cell["reason"].replace(">", "&gt;").replace("<", "&lt;") in html
+        mark = " borderline" if cell.get("borderline") else ""
+        assert re.search(rf'verdict-{cell["verdict"]}{mark}">{cell["verdict"]}{" ≈" if mark else ""}</td>', matrix)
+        reason = cell["reason"].replace(">", "&gt;").replace("<", "&lt;")
+        row = summary[summary.index(f'<a href="#check-0-{cell["explainer"]}">'):]
+        row = row[:row.index("</tr>")]  # the check's summary: verdict, key metrics, reason
+        assert f'verdict-{cell["verdict"]}{mark}">{cell["verdict"]}' in row and reason in row
+        for j in cell.get("judgements", []):  # mean [95% interval] vs threshold
+            assert f"{j['value']:.3f}</span> <span class=\"v\">[{j['ci'][0]:.3f}, {j['ci'][1]:.3f}]</span>" in row
+        article = detail[detail.index(f'<article class="cell" id="check-0-{cell["explainer"]}">'):]
+        assert reason in article[:article.index("</article>")]  # and in full in the appendix
     assert f"Overall verdict: <strong>{results['verdict']}</strong>" in html
     assert results["model"]["fingerprint"] in html and results["data"]["fingerprint"] in html
     assert html.count('alt="') == html.count("<img ")  # every image has alt text
-    assert html.count("Heatmaps as more blocks are randomized") == 3
+    assert not re.search(r'alt=""', html)
+    # the check's section: one figure of small panels per figure title, one image grid (a row per
+    # explainer); each cell's own figures, tables and strips in the appendix
+    section = html[html.index('<section class="check" id="check-0">'):html.index('<section class="detail"')]
+    titles = [f["title"] for f in results["cells"][0]["evidence"]["figures"]]
+    assert section.count('<figure class="summary-plot') == len(titles) == 2
+    assert all(f"<strong>{t}</strong>, one panel per explainer" in section for t in titles)
+    grid = section[section.index('<figure class="summary-grid">'):section.index("</figure>", section.index('<figure class="summary-grid">'))]
+    assert "Heatmaps as more blocks are randomized" in grid
+    assert grid.count("<img ") == len(results["cells"]) * 8  # input, original, top 1..6 per explainer
+    assert detail.count("Heatmaps as more blocks are randomized") == 3
+    assert detail.count('<figure class="plot">') == 6 and detail.count('<table class="evidence">') == 6
     assert "Cascading randomization" in html and "Spec as run" in html and "torchvision" in html
     for check in results["checks"]:  # each check's section lists its params and thresholds
         section = html[html.index(f'<h2>{results["checks"].index(check) + 1}. {check["name"]}</h2>'):]
@@ -115,6 +137,76 @@ def test_pdf_text_pages_and_rasterized_pages(quickstart_run, tmp_path):
     a4 = (210 / 25.4 * 50, 297 / 25.4 * 50)
     assert all(abs(w - a4[0]) <= 1 and abs(h - a4[1]) <= 1 for w, h in (p.size for p in pages))
     assert all(not_blank(page, margin=0.08) for page in pages)  # not just the page number
+
+
+def _text(markup: str) -> str:
+    return re.sub(r"\s+", " ", htmllib.unescape(re.sub(r"<[^>]+>", " ", markup))).strip()
+
+
+def headings_ending_pages(pdf, html: str, name: str) -> list[tuple[int, str]]:
+    """(page, heading) for every page whose text ends with a heading or a table caption: a
+    heading left alone at the bottom of a page, its content on the next one."""
+    headings = {_text(h) for h in re.findall(r"<(?:h[1-6]|caption)\b[^>]*>(.*?)</(?:h[1-6]|caption)>",
+                                             html, re.S)} - {""}
+    reader = PdfReader(pdf)
+    found = []
+    for n, page in enumerate(reader.pages, 1):
+        margins = {name, "xai-auditor report", f"{name} xai-auditor report", f"Page {n} of {len(reader.pages)}"}
+        body = " ".join(line.strip() for line in page.extract_text().splitlines()
+                        if line.strip() and line.strip() not in margins)
+        found += [(n, h) for h in headings if body.endswith(h)]
+    return found
+
+
+def test_pdf_is_compact_and_no_heading_ends_a_page(quickstart_run):
+    """Page 1 has the verdict matrix; a check's section (summary table, figures, image grid) fits
+    in at most 3 pages, each explainer's detail in the appendix; no heading ends a page."""
+    results, out = quickstart_run
+    html = (out / "report.html").read_text()
+    reader = PdfReader(out / "report.pdf")
+    texts = [page.extract_text() for page in reader.pages]
+    assert "Verdicts" in texts[0] and "Explainer × check verdicts" in texts[0]
+    lines = [line.strip() for line in texts[0].splitlines()]
+    for cell in results["cells"]:  # each matrix row: the explainer, then its verdict
+        assert any(line.startswith(cell["explainer"] + " " + cell["verdict"]) for line in lines), cell["explainer"]
+    start = next(i for i, t in enumerate(texts) if t.lstrip().startswith("1. sanity_randomization"))
+    detail = next(i for i, t in enumerate(texts) if t.lstrip().startswith("Appendix A. Each explainer in detail"))
+    assert 1 <= start < detail <= start + 3  # the check's section: at most 3 pages
+    assert len(reader.pages) <= 10  # 3 explainers, 1 check: 8 pages (the former layout: 16)
+    assert headings_ending_pages(out / "report.pdf", html, results["audit"]["name"]) == []
+
+
+def test_borderline_cells_are_marked_in_html_and_pdf(quickstart_run):
+    """Judgements (mean, 95% interval, threshold) in the summary table; a borderline cell reads
+    "≈" in the matrix with a legend; a strict audit says borderline cells count as failures."""
+    import copy
+
+    results = copy.deepcopy(quickstart_run[0])
+    for i, cell in enumerate(results["cells"]):
+        cell["judgements"] = [{"metric": "ssim", "value": 0.4 + 0.05 * i, "ci": [0.3 + 0.1 * i, 0.45 + 0.1 * i],
+                               "threshold": 0.5, "fail_if": "above", "passed": True,
+                               "borderline": 0.3 + 0.1 * i <= 0.5 <= 0.45 + 0.1 * i, "samples": 32}]
+        cell["borderline"] = cell["judgements"][0]["borderline"]
+        cell["verdict"] = "PASS"
+    assert [c["borderline"] for c in results["cells"]] == [False, True, True]
+    results["strict"] = True
+    html = render_html(results)
+    matrix = html[html.index('<table class="matrix">'):html.index("</table>", html.index('<table class="matrix">'))]
+    assert re.findall(r'class="verdict verdict-PASS( borderline)?">(PASS(?: ≈)?)</td>', matrix) == [
+        ("", "PASS"), (" borderline", "PASS ≈"), (" borderline", "PASS ≈")]
+    assert "(2 borderline)" in matrix
+    assert "≈ borderline:</strong> a verdict metric's 95 % interval straddles its threshold" in html
+    assert "Strict audit: borderline cells count as failures" in html
+    summary = html[html.index('<table class="summary">'):html.index("</table>", html.index('<table class="summary">'))]
+    assert "ssim<span class=\"rule\">passes if ≤ 0.5</span>" in summary
+    assert '<span class="v">0.400</span> <span class="v">[0.300, 0.450]</span> <span class="v">≤ 0.5</span>' in summary
+    assert '<span class="v">0.450</span> <span class="v">[0.400, 0.550]</span> <span class="v">≤ 0.5 ≈</span>' in summary
+    text = PdfReader(io.BytesIO(render_pdf(html))).pages[0].extract_text()
+    assert "PASS ≈" in text and "borderline cells count as failures" in text
+
+    del results["strict"]  # not strict: the mark and the legend, no strict sentence
+    html = render_html(results)
+    assert "PASS ≈</td>" in html and "Strict audit" not in html
 
 
 def test_junit_one_testcase_per_cell(quickstart_run):

@@ -97,3 +97,53 @@ def test_inline_only_images_are_refused_without_echoing_them(quickstart_run):
         "evidence entry images[0] could not be drawn: rows[0].images[0] is not an inline "
         "data:image URI (reports fetch nothing)"]
     assert "example.com" not in html
+
+
+def test_old_results_without_judgements_still_render(quickstart_run):
+    """results.json older than judgements: no interval, no mark, the threshold in the column head."""
+    results = copy.deepcopy(quickstart_run[0])
+    for cell in results["cells"]:
+        cell.pop("judgements", None)
+        cell.pop("borderline", None)
+    results.pop("strict", None)
+    html = render_html(results)
+    body = html[html.index("<body>"):]
+    assert "≈" not in body and "borderline" not in body and "Strict audit" not in body
+    summary = html[html.index('<table class="summary">'):html.index("</table>", html.index('<table class="summary">'))]
+    assert 'spearman_abs<span class="rule">threshold 0.5</span>' in summary
+    for cell in results["cells"]:
+        assert f'<span class="v">{cell["metrics"]["ssim"]:.3f}</span>' in summary
+
+
+def test_malformed_judgements_are_a_visible_warning(quickstart_run):
+    results = copy.deepcopy(quickstart_run[0])
+    cell, other, third = results["cells"]
+    cell["judgements"] = [{"metric": "ssim", "value": 0.4, "ci": [0.3, 0.5], "threshold": 0.5,
+                           "fail_if": "above", "passed": True, "borderline": True, "samples": 8},
+                          {"metric": "ssim", "value": "high"}]
+    other["judgements"] = "not a list"
+    third.pop("judgements", None)
+    before = json.dumps(results, sort_keys=True)
+    html = render_html(results)
+    assert json.dumps(results, sort_keys=True) == before
+    first = cell_html(html, cell)
+    assert warnings_in(first)[0] == "judgements[1] could not be shown: value: Input should be a valid number, " \
+                                    "unable to parse string as a number (4 more)"
+    assert "<td>0.400</td><td>[0.300, 0.500]</td>" in first and "≈ borderline" in first
+    assert warnings_in(cell_html(html, other)) == ["judgements could not be shown: it is a str, expected a list"]
+
+
+def test_a_check_section_draws_each_figure_once_for_every_explainer(quickstart_run):
+    """Single-series figures: one plot with a curve per explainer; several series: a panel per
+    explainer. Either way one picture per figure title in the check's section."""
+    results = copy.deepcopy(quickstart_run[0])
+    for i, cell in enumerate(results["cells"]):
+        cell["evidence"] = {"figures": [{"title": "Share per band", "x": [1, 2], "series": {"share": [0.5, 0.1 * i]},
+                                         "hlines": {"limit": 0.9}, "alt": f"shares of {cell['explainer']}"}]}
+    html = render_html(results)
+    section = html[html.index('<section class="check" id="check-0">'):html.index('<section class="detail"')]
+    assert section.count("<img ") == 1 and "<strong>Share per band</strong>, one curve per explainer" in section
+    alt = re.search(r'<img src="data:image/png;base64,[^"]+" alt="([^"]+)"', section).group(1)
+    assert all(f"{c['explainer']} ({c['verdict']}): shares of {c['explainer']}" in alt for c in results["cells"])
+    detail = html[html.index('<section class="detail"'):]
+    assert detail.count('<figure class="plot">') == len(results["cells"])  # and each one in full
