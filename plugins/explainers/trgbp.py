@@ -42,7 +42,10 @@ Interpretations (the paper leaves these open):
 Cost: one forward pass, then one guided backward pass per class (K, or K + 1 when a target lies
 outside the top K), sharing the forward graph; the guided rule and the bias read-out are tensor
 hooks, so the forward costs nothing extra. (Batched VJPs with ``is_grads_batched`` were measured
-slower on CPU than this loop.)
+slower on CPU than this loop.) Per class only the read-outs ``sum_c b_c g_c`` (at each layer's
+output resolution) and the image gradient's channel sum are kept; Eq. 10 is applied to them, and
+the linear maps after it (the ``patch`` spreading, a transposed box filter per Conv2d, and psi)
+run once per layer (psi: once per resolution), not once per class.
 """
 from __future__ import annotations
 
@@ -95,8 +98,13 @@ def spread_over_patches(m: torch.Tensor, conv: nn.Conv2d, in_hw: tuple[int, int]
     (top, left), (bottom, right) = before, after
     ones = F.pad(m.new_ones(1, 1, *in_hw), (left, right, top, bottom))
     cells = F.conv2d(ones, kernel, stride=conv.stride, dilation=conv.dilation)  # in-image per patch
-    full = F.conv_transpose2d(m / cells.clamp_min(1), kernel, stride=conv.stride, dilation=conv.dilation)
-    full = full[..., top:top + in_hw[0], left:left + in_hw[1]]
+    # The images as the channels of one depthwise transposed filter: the same sums, 10-40x faster
+    # on CPU than a batch of 1-channel images (which misses the oneDNN path).
+    n = m.shape[0]
+    full = F.conv_transpose2d((m / cells.clamp_min(1)).reshape(1, n, *m.shape[-2:]),
+                              m.new_ones(n, 1, *conv.kernel_size), stride=conv.stride,
+                              dilation=conv.dilation, groups=n)
+    full = full.view(n, 1, *full.shape[-2:])[..., top:top + in_hw[0], left:left + in_hw[1]]
     return F.pad(full, (0, in_hw[1] - full.shape[-1], 0, in_hw[0] - full.shape[-2]))
 
 
@@ -118,7 +126,7 @@ class TRGBP(Explainer):
             x = x.detach().requires_grad_(True)
         wanted = self._layer_name(model)
         taps: list[Callable[[torch.Tensor], torch.Tensor]] = []  # per layer call: read-out -> map
-        maps: dict[int, torch.Tensor] = {}  # tap -> bias map (sum_c b_c g_c) of the current class
+        maps: dict[int, torch.Tensor] = {}  # tap -> read-out (sum_c b_c g_c) of the current class
         handles = []
         try:
             for module_name, module in model.named_modules():
@@ -135,15 +143,17 @@ class TRGBP(Explainer):
         inside = top == target[:, None]
         classes = top if bool(inside.any(1).all()) else torch.cat([top, target[:, None]], 1)
         where = torch.where(inside.any(1), inside.float().argmax(1), top.shape[1])  # target column
-        # One guided backward pass per class column; the tensor hooks fill `maps` on the way.
+        # One guided backward pass per class column; the tensor hooks fill `maps` on the way. Only
+        # the read-outs are kept per class: to_map and psi are linear, so they run once per layer
+        # on the Eq. 10 combination of the read-outs (K + 1 times fewer transposed box filters).
         image, layers = [], defaultdict(list)
         for j in range(classes.shape[1]):
             maps.clear()
             cotangent = torch.zeros_like(logits).scatter_(1, classes[:, j:j + 1], 1.0)
             grad = torch.autograd.grad(logits, x, cotangent, retain_graph=j + 1 < classes.shape[1])[0]
             image.append(grad.sum(1))  # R~^0, channels summed
-            for i, to_map in enumerate(taps):
-                layers[i].append(to_map(maps[i]) if i in maps else None)
+            for i in range(len(taps)):
+                layers[i].append(maps.get(i))  # sum_c b_c g_c at the layer's output resolution
         rows = torch.arange(x.shape[0], device=x.device)
         K = top.shape[1]
 
@@ -160,7 +170,7 @@ class TRGBP(Explainer):
             ref = next((m for m in per_class if m is not None), None)
             if ref is None:
                 continue
-            r = eq10([m if m is not None else torch.zeros_like(ref) for m in per_class])
+            r = taps[i](eq10([m if m is not None else torch.zeros_like(ref) for m in per_class]))
             by_size[tuple(r.shape[-2:])] = by_size.get(tuple(r.shape[-2:]), 0) + r
         for r in by_size.values():  # Eq. 9: psi = bilinear upsampling to the input size
             result = result + F.interpolate(r[:, None], size=size, mode="bilinear",
