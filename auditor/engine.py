@@ -30,6 +30,7 @@ from .check import (Check, CheckOutputError, Conclusion, Verdict, validated_conc
 from .errors import AuditorError, SpecError
 from .explain import ExplainerError, ExplanationCache
 from .gallery import Gallery
+from .health import Health
 from .model import prepare
 from .plugins import Registry, load_registry
 from .progress import Progress
@@ -119,9 +120,10 @@ def run_audit(spec: AuditSpec, base_dir: Path, registry: Registry | None = None,
                                     image_size=pre.resize)
     durations["load"] = _lap(clock)
 
-    samples, data_fingerprint, num_classes = _predict(model, source, spec, device, progress)
+    samples, data_fingerprint, num_classes, health = _predict(model, source, spec, device, progress)
     if not samples:
         raise AuditorError(f"no readable samples in {spec.data.path}")
+    health_report = health.judge(samples, num_classes)  # non-finite anything stops the audit here
     if spec.data.target == "label" and not source.has_labels:
         raise SpecError("data.target", "the data has no labels to explain; use 'predicted'", "label")
     durations["predict"] = _lap(clock)
@@ -144,6 +146,8 @@ def run_audit(spec: AuditSpec, base_dir: Path, registry: Registry | None = None,
     results = _results(spec, registry, loaded, data_fingerprint, samples, cells, durations, device,
                        source.classes or spec.model.class_names, explainers, checks, strict)
     results["gallery"] = gallery.result()
+    results["health"] = health_report
+    results["data"]["skipped"] = list(getattr(source, "skipped", []))  # on_error: skip, with reasons
     results["explainer_costs"] = {label: costs.get(label, {"seconds": 0.0, "explanations": 0})
                                   for label in explainers}
     out = output_dir or spec.output_directory()
@@ -173,24 +177,29 @@ def _bar(iterable: Any, total: int, desc: str, progress: bool) -> Any:
 
 
 def _predict(model: torch.nn.Module, source: Any, spec: AuditSpec, device: torch.device,
-             progress: bool) -> tuple[dict[str, dict[str, Any]], str, int]:
-    """One forward pass over the data: prediction and confidence per sample, data fingerprint."""
+             progress: bool) -> tuple[dict[str, dict[str, Any]], str, int, Health]:
+    """One forward pass over the data: prediction and confidence per sample, data fingerprint,
+    and the inputs' and outputs' health."""
     samples: dict[str, dict[str, Any]] = {}
+    health = Health()
     digest = hashlib.sha256()
     num_classes = 0
     total = -(-len(source) // spec.data.batch_size)
     with torch.inference_mode():
         for sb in _bar(source.batches(spec.data.batch_size), total, "predict", progress):
-            probs = model(sb.x.to(device)).float().softmax(dim=1)
+            x = sb.x.to(device)
+            logits = model(x).float()
+            health.add(sb.ids, x, logits)
+            probs = logits.softmax(dim=1)
             num_classes = probs.shape[1]
             confidence, prediction = probs.max(dim=1)
             for i, sample_id in enumerate(sb.ids):
                 digest.update(f"{sample_id}\0{sb.digests[i]}\n".encode())
                 samples[sample_id] = {
                     "id": sample_id, "prediction": int(prediction[i]),
-                    "confidence": float(confidence[i]),
+                    "confidence": float(confidence[i]) if bool(torch.isfinite(confidence[i])) else None,
                     "label": None if sb.label is None else int(sb.label[i])}
-    return samples, "sha256:" + digest.hexdigest(), num_classes
+    return samples, "sha256:" + digest.hexdigest(), num_classes, health
 
 
 def _measure(cells: list[Cell], gallery: Gallery, model: torch.nn.Module, source: Any,
