@@ -11,7 +11,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .errors import AuditorError
+from .errors import AuditorError, one_line
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -30,7 +30,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .engine import write_outputs
+    from .outputs import OUTPUT_NAMES, RUNNING, read_manifest, sha256, write_outputs
     from .plugins import load_registry
 
     path = Path(args.results)
@@ -40,14 +40,47 @@ def _report(args: argparse.Namespace) -> int:
         raise AuditorError(f"{path}: cannot read results ({type(exc).__name__}: {exc})") from None
     if not isinstance(results, dict) or not str(results.get("schema_version", "")).startswith("1."):
         raise AuditorError(f"{path}: not an xai-auditor results file of schema 1.x")
+    try:  # a set with a manifest vouches for its files; older sets (no manifest) are taken as is
+        manifest = read_manifest(path.parent)
+    except ValueError as exc:
+        raise AuditorError(f"{exc}; cannot tell whether {path.name} is the one the run wrote "
+                           f"(remove manifest.json to render it anyway)") from None
+    if manifest is not None:
+        entry = manifest["files"].get(path.name)
+        if entry is None and path.name in OUTPUT_NAMES.values():
+            raise AuditorError(f"{path}: not part of the set of run {manifest.get('run_id')} "
+                               f"recorded in {path.parent / 'manifest.json'}")
+        if entry is not None and sha256(path) != entry.get("sha256"):
+            raise AuditorError(f"{path}: sha256 does not match {path.parent / 'manifest.json'} "
+                               f"(run {manifest.get('run_id')}): changed after the run wrote it; "
+                               f"re-run the audit, or remove manifest.json to render it anyway")
+    elif (path.parent / RUNNING).exists():
+        print(f"note: {path.parent} holds {RUNNING}: a run started there and did not finish; "
+              f"rendering from {path.name} as it is", file=sys.stderr)
     out = args.output or path.parent
     formats = args.formats or [f for f in results["spec"]["output"]["formats"] if f != "json"]
-    write_outputs(results, out, formats, load_registry())
+    keep, written = [], {OUTPUT_NAMES[f] for f in formats}
+    if Path(out).resolve() == path.parent.resolve():
+        # the set stays results.json + what is re-rendered + what the manifest still vouches for;
+        # any other output file (derived, so it can be re-rendered) goes with the old set
+        keep = [path.name] if path.name == OUTPUT_NAMES["json"] else []
+        keep += [name for name, entry in (manifest or {"files": {}})["files"].items()
+                 if name in OUTPUT_NAMES.values() and name not in written and name not in keep
+                 and (path.parent / name).is_file()
+                 and sha256(path.parent / name) == entry.get("sha256")]
+    elif "json" not in formats and (Path(out) / OUTPUT_NAMES["json"]).is_file():
+        other = Path(out) / OUTPUT_NAMES["json"]
+        if sha256(other) != sha256(path):  # the new set would drop another run's results
+            raise AuditorError(f"{other} holds the results of another run; add json to --formats "
+                               f"to replace it with {path}, or choose another --output")
+        keep = [OUTPUT_NAMES["json"]]
+    write_outputs(results, out, formats, load_registry(), keep=keep)
     print(f"wrote {', '.join(formats)} to {out}")
     return 0 if results["verdict"] == "PASS" else 1
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from . import model
     from .engine import disabled_plugins
     from .plugins import load_registry
     from .spec import load_spec
@@ -56,6 +89,9 @@ def _validate(args: argparse.Namespace) -> int:
     registry = load_registry(disabled=disabled_plugins(spec, args.disable_plugin))
     registry.make_explainers(spec)
     registry.make_checks(spec)
+    loaders = registry.manager.hook.auditor_load_model.get_hookimpls()
+    if all(impl.plugin is model for impl in loaders):  # a plugin's loader may read `model` its way
+        model.check_source(spec.model, Path(args.spec).parent)
     print(f"{args.spec}: valid ({len(spec.explainers)} explainers, {len(spec.checks)} checks)")
     return 0
 
@@ -133,13 +169,14 @@ def main(argv: list[str] | None = None) -> int:
                 warnings.filterwarnings("ignore", message=noise)
             return args.func(args)
     except AuditorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc), 600)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # an unexpected failure still gets one line, not a traceback
-        print(f"error: the audit could not run: {type(exc).__name__}: {exc}", file=sys.stderr)
+    except (Exception, RecursionError, MemoryError) as exc:  # still one line, not a traceback
+        print(f"error: the audit could not run: {type(exc).__name__}: {one_line(str(exc), 400)}",
+              file=sys.stderr)
         return 2
 
 

@@ -32,9 +32,11 @@ from .explain import ExplainerError, ExplanationCache
 from .gallery import Gallery
 from .health import Health
 from .model import prepare
+from .outputs import mark_running
+from .outputs import write_outputs as write_set
 from .plugins import Registry, load_registry
 from .progress import Progress
-from .results import SCHEMA_VERSION, write_json, write_junit
+from .results import SCHEMA_VERSION
 from .spec import AuditSpec
 
 
@@ -110,6 +112,8 @@ def run_audit(spec: AuditSpec, base_dir: Path, registry: Registry | None = None,
     registry = registry or load_registry(disabled=disabled_plugins(spec))
     explainers = registry.make_explainers(spec)
     checks = registry.make_checks(spec)
+    out = output_dir or spec.output_directory()
+    mark_running(out)  # an older report set there is visibly not current from now on
     seed_everything(spec.audit.seed)
     device = resolve_device(spec.audit.device)
     hook = registry.manager.hook
@@ -150,7 +154,6 @@ def run_audit(spec: AuditSpec, base_dir: Path, registry: Registry | None = None,
     results["data"]["skipped"] = list(getattr(source, "skipped", []))  # on_error: skip, with reasons
     results["explainer_costs"] = {label: costs.get(label, {"seconds": 0.0, "explanations": 0})
                                   for label in explainers}
-    out = output_dir or spec.output_directory()
     durations["total"] = time.perf_counter() - clock["start"]
     write_outputs(results, out, spec.output.formats, registry)
     results["output_directory"] = str(out)
@@ -266,15 +269,9 @@ def overall_verdict(verdicts: list[str], borderline: list[bool] | None = None,
 
 def write_outputs(results: dict[str, Any], out: Path, formats: list[str],
                   registry: Registry | None = None) -> None:
-    """Write results.json, junit.xml, report.html and report.pdf as `formats` asks (atomically)."""
-    if "json" in formats:
-        write_json(results, out / "results.json")
-    if "junit" in formats:
-        write_junit(results, out / "junit.xml")
-    if "html" in formats or "pdf" in formats:
-        from .report import write_report
-
-        write_report(results, out, formats, registry)
+    """Write results.json, junit.xml, report.html and report.pdf as `formats` asks, as one set
+    swapped into place with its manifest (see `auditor.outputs`)."""
+    write_set(results, out, formats, registry)
 
 
 def _describe_params(model: Any) -> list[dict[str, Any]]:

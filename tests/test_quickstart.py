@@ -76,4 +76,5 @@ def test_quickstart_cli_end_to_end(tmp_path):
     assert results["verdict"] == "FAIL"
     # TR-GBP paper Fig. 5: its refinements make guided backprop pass the randomization check.
     assert verdicts["guided_backprop"] == "FAIL" and verdicts["trgbp"] == "PASS", out
-    assert {p.name for p in tmp_path.iterdir()} == {"results.json", "junit.xml", "report.html", "report.pdf"}
+    assert {p.name for p in tmp_path.iterdir()} == {"results.json", "junit.xml", "report.html", "report.pdf",
+                                                "manifest.json"}

@@ -236,7 +236,7 @@ def test_rerender_from_results_json(quickstart_run, tmp_path):
     results, out = quickstart_run
     code, stdout, err = run_cli("report", str(out / "results.json"), "--output", str(tmp_path))
     assert code == 1, err  # the audit it reports failed
-    assert {p.name for p in tmp_path.iterdir()} == {"report.html", "report.pdf", "junit.xml"}
+    assert {p.name for p in tmp_path.iterdir()} == {"report.html", "report.pdf", "junit.xml", "manifest.json"}
     html = (tmp_path / "report.html").read_text()
     assert all(f'>{c["verdict"]}</td>' in html for c in results["cells"])
     (tmp_path / "bad.json").write_text("{}")

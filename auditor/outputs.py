@@ -1,0 +1,169 @@
+"""The output set of a run: complete, current and consistent, or visibly not.
+
+A set is results.json, junit.xml, report.html and report.pdf (as `formats` asks) plus
+``manifest.json``, written last, that names the run (audit date + a random id) and holds the
+sha256 of each file. A directory whose ``manifest.json`` is present and whose hashes match is a
+complete set of one run; anything else is not current.
+
+* `mark_running(out)` at the start of a run writes ``RUNNING`` (start time, pid) and removes
+  ``manifest.json``: the old files stay, but nothing vouches for them any longer.
+* `write_outputs(...)` renders every file into a temporary directory next to `out` (nothing in
+  `out` changes while rendering), then moves the files into place, removes output files of an
+  older set that this set does not produce, writes ``manifest.json`` atomically and removes
+  ``RUNNING``. A run killed at any point leaves either the old files without a manifest and with
+  ``RUNNING``, or the complete new set with its manifest.
+
+Only the names in `OUTPUT_NAMES`, ``manifest.json`` and ``RUNNING`` are ever replaced or removed
+in `out`; any other file there is left alone.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+from .results import write_atomic, write_json, write_junit
+
+MANIFEST = "manifest.json"
+RUNNING = "RUNNING"
+MANIFEST_VERSION = 1
+# format -> the file it writes, in the order they are moved into place
+OUTPUT_NAMES = {"json": "results.json", "junit": "junit.xml", "html": "report.html",
+                "pdf": "report.pdf"}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _entry(path: Path) -> dict[str, Any]:
+    return {"sha256": sha256(path), "bytes": path.stat().st_size}
+
+
+def mark_running(out: Path | str, started: str | None = None) -> None:
+    """Mark the set in `out` as not current: write ``RUNNING`` (start time, pid), then remove
+    ``manifest.json``. Call when a run starts, before any long work."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / RUNNING, json.dumps({"started": started or _now(), "pid": os.getpid()},
+                                           indent=1) + "\n")
+    (out / MANIFEST).unlink(missing_ok=True)
+
+
+def _temp_dir(out: Path) -> Path:
+    """A fresh directory on the same file system as `out` (so that moves are renames): next to
+    it, or inside it where its parent is not writable."""
+    real = out.resolve()
+    try:
+        return Path(tempfile.mkdtemp(dir=real.parent, prefix=f".{real.name}.auditor-tmp-"))
+    except OSError:
+        return Path(tempfile.mkdtemp(dir=real, prefix=".auditor-tmp-"))
+
+
+def run_id(results: dict[str, Any]) -> str:
+    """The audit date (compact) and a random id: unique per written set."""
+    date = str(results.get("audit", {}).get("date") or _now())
+    return f"{date.replace('-', '').replace(':', '')}-{secrets.token_hex(4)}"
+
+
+def write_outputs(results: dict[str, Any], out: Path | str, formats: list[str],
+                  registry: Any = None, *, keep: Iterable[str] = ()) -> dict[str, Any]:
+    """Write the output set of `results` into `out` as `formats` asks; return its manifest.
+
+    `keep`: names of files already in `out` that belong to the new set unchanged (``auditor
+    report`` keeps the results.json it re-renders); they are hashed into the manifest, not
+    rewritten or removed."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = [OUTPUT_NAMES[f] for f in OUTPUT_NAMES if f in formats]
+    keep = [k for k in keep if k not in names and (out / k).is_file()]
+    tmp = _temp_dir(out)
+    try:
+        if "json" in formats:
+            write_json(results, tmp / OUTPUT_NAMES["json"])
+        if "junit" in formats:
+            write_junit(results, tmp / OUTPUT_NAMES["junit"])
+        if "html" in formats or "pdf" in formats:
+            from .report import write_report
+
+            write_report(results, tmp, formats, registry)
+        files = {name: _entry(tmp / name) for name in names}
+        files.update({name: _entry(out / name) for name in keep})
+        # every file is rendered; from here on `out` changes, so mark it (a re-render that did
+        # not call mark_running) and take away the manifest before the first move
+        if not (out / RUNNING).exists():
+            mark_running(out)
+        (out / MANIFEST).unlink(missing_ok=True)
+        for name in names:
+            os.replace(tmp / name, out / name)
+        for name in OUTPUT_NAMES.values():  # files of an older set that this one does not have
+            if name not in names and name not in keep:
+                (out / name).unlink(missing_ok=True)
+        manifest = {
+            "manifest_version": MANIFEST_VERSION,
+            "run_id": run_id(results),
+            "audit": {"name": results.get("audit", {}).get("name"),
+                      "date": results.get("audit", {}).get("date")},
+            "written": _now(),
+            "formats": [f for f, name in OUTPUT_NAMES.items() if name in files],
+            "files": files,
+        }
+        write_atomic(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+        (out / RUNNING).unlink(missing_ok=True)
+        return manifest
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_manifest(directory: Path | str) -> dict[str, Any] | None:
+    """The manifest of the set in `directory`; None where there is none (an older set, or a run
+    that has started and not finished). Raises ValueError for an unreadable one."""
+    path = Path(directory) / MANIFEST
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        manifest = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise ValueError(f"{path}: not an xai-auditor manifest")
+    return manifest
+
+
+def verify(directory: Path | str) -> list[str]:
+    """What keeps the set in `directory` from being complete and current: [] when its manifest
+    is present and every file it lists is there with the recorded sha256."""
+    directory = Path(directory)
+    try:
+        manifest = read_manifest(directory)
+    except ValueError as exc:
+        return [str(exc)]
+    if manifest is None:
+        problems = [f"no {MANIFEST}"]
+    else:
+        problems = []
+        for name, entry in manifest["files"].items():
+            path = directory / name
+            if not path.is_file():
+                problems.append(f"{name}: missing")
+            elif sha256(path) != entry.get("sha256"):
+                problems.append(f"{name}: sha256 differs from {MANIFEST}")
+    if (directory / RUNNING).exists():
+        problems.append(f"{RUNNING}: a run started and has not finished")
+    return problems
