@@ -25,6 +25,10 @@ def _run(args: argparse.Namespace) -> int:
     results = run_audit(spec, Path(args.spec).parent, registry=registry, output_dir=args.output,
                         progress=not args.quiet, strict=args.strict)
     print(verdict_table(results))
+    for warning in results["health"]["warnings"]:
+        print(f"warning: {warning}")
+    if results["data"]["skipped"]:
+        print(f"warning: {len(results['data']['skipped'])} samples skipped (results.json data.skipped)")
     print(f"results: {results['output_directory']}")
     return 0 if results["verdict"] == "PASS" else 1
 
@@ -174,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (Exception, RecursionError, MemoryError) as exc:  # still one line, not a traceback
+    except Exception as exc:  # an unexpected failure still gets one line, not a traceback
         print(f"error: the audit could not run: {type(exc).__name__}: {one_line(str(exc), 400)}",
               file=sys.stderr)
         return 2

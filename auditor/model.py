@@ -2,12 +2,17 @@
 
 Weights load with ``torch.load(weights_only=True)``; a file that needs full pickle (which can run
 arbitrary code) is refused unless the spec says ``model.allow_pickle: true``.
+
+`check_source` finds, without building the model, what the built-in loader would refuse (an
+unknown architecture, a factory that does not import, factory_kwargs that do not fit its
+signature); ``auditor validate`` runs it.
 """
 from __future__ import annotations
 
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import pickle
 import sys
 import warnings
@@ -18,8 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import SpecError
+from .errors import SpecError, one_line
 from .hookspecs import hookimpl
+from .spec import key_path
 
 
 @dataclass
@@ -92,12 +98,20 @@ def _classes_in(state: dict[str, torch.Tensor]) -> int | None:
 
 
 def _factory(text: str, base_dir: Path) -> Any:
+    """The callable named by ``model.factory`` (imported, not called)."""
     target, _, attr = text.rpartition(":")
     try:
         if target.endswith(".py"):
             path = Path(target) if Path(target).is_absolute() else base_dir / target
-            if not path.exists():
-                raise SpecError("model.factory", f"file not found: {path}", text)
+            try:
+                exists, is_file = path.exists(), path.is_file()
+            except (OSError, ValueError) as exc:
+                raise SpecError("model.factory", "cannot access the file: "
+                                f"{getattr(exc, 'strerror', None) or exc}", text) from None
+            if not exists:
+                raise SpecError("model.factory", f"file not found: {str(path)[:200]}", text)
+            if not is_file:
+                raise SpecError("model.factory", f"not a regular file: {str(path)[:200]}", text)
             name = f"auditor_user_model_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
             spec = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(spec)
@@ -105,14 +119,91 @@ def _factory(text: str, base_dir: Path) -> Any:
             spec.loader.exec_module(module)
         else:
             module = importlib.import_module(target)
-        return getattr(module, attr)
     except SpecError:
         raise
-    except Exception as exc:
-        raise SpecError("model.factory", f"cannot import: {type(exc).__name__}: {exc}", text) from None
+    except (Exception, SystemExit) as exc:  # the module's own code failed, or it is not there
+        raise SpecError("model.factory", f"cannot import {target[:100]}: {type(exc).__name__}: "
+                        f"{one_line(str(exc), 200)}", text) from None
+    if not hasattr(module, attr):
+        raise SpecError("model.factory", f"{target[:100]} has no attribute {attr!r}", text)
+    factory = getattr(module, attr)
+    if not callable(factory):
+        raise SpecError("model.factory", f"{attr} is a {type(factory).__name__}, expected a "
+                        "callable that returns a torch.nn.Module", text)
+    return factory
+
+
+_SIMPLE = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def _kwarg(key: str) -> str:
+    return key_path("model.factory_kwargs", key)
+
+
+def _bind_kwargs(factory: Any, kwargs: dict[str, Any], text: str) -> None:
+    """Check that `kwargs` fit the factory's signature (names, required parameters, and the
+    simple annotations int, float, str, bool); a `SpecError` at ``model.factory_kwargs[.name]``."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # a builtin without a signature: nothing to check
+        return
+    params = signature.parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        named = [name for name, p in params.items()
+                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        for key, value in kwargs.items():
+            if key not in named:
+                raise SpecError(_kwarg(key), f"not a parameter of {text} "
+                                f"(expected one of: {', '.join(named) or 'none'})", value)
+    try:
+        bound = signature.bind(**kwargs)
+    except TypeError as exc:
+        raise SpecError("model.factory_kwargs", f"do not fit {text}: {exc}", kwargs) from None
+    for name, value in bound.arguments.items():
+        annotation = params[name].annotation
+        expected = _SIMPLE.get(annotation) if isinstance(annotation, str) else annotation
+        if expected not in _SIMPLE.values() or params[name].kind is params[name].VAR_KEYWORD:
+            continue
+        if expected is float:
+            fits = isinstance(value, (int, float)) and not isinstance(value, bool)
+        else:
+            fits = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+        if not fits:
+            raise SpecError(_kwarg(name), f"expected {expected.__name__} "
+                            f"(the annotation of parameter {name!r} of {text})", value)
+
+
+def _check_architecture(name: str, kwargs: dict[str, Any]) -> None:
+    import torchvision
+
+    if name not in torchvision.models.list_models():
+        raise SpecError("model.architecture", "unknown torchvision architecture (expected "
+                        "a name from torchvision.models.list_models(), e.g. resnet18)", name)
+    for key in ("weights", "num_classes"):
+        if key in kwargs:
+            raise SpecError(_kwarg(key), "set by the auditor for torchvision "
+                            "models (use model.weights and model.num_classes)", kwargs[key])
+
+
+def check_source(spec: Any, base_dir: Path) -> None:
+    """What the built-in loader would refuse, found without building the model: an unknown
+    torchvision architecture, a factory that does not import or is not callable, factory_kwargs
+    that do not fit its signature. Raises `SpecError` naming the spec path."""
+    if spec.architecture:
+        _check_architecture(spec.architecture, spec.factory_kwargs)
+    elif spec.factory:
+        _bind_kwargs(_factory(spec.factory, Path(base_dir)), spec.factory_kwargs, spec.factory)
 
 
 def _load_state(net: nn.Module, spec: Any, state: dict[str, torch.Tensor]) -> None:
+    own = net.state_dict()
+    wrong = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items()
+             if k in own and isinstance(own[k], torch.Tensor) and v.shape != own[k].shape]
+    if wrong:
+        shown = ", ".join(f"{k} {list(file)} vs {list(model)}" for k, file, model in wrong[:3])
+        more = f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""
+        raise SpecError("model.weights", f"weights do not fit the model: {len(wrong)} shape "
+                        f"mismatch(es) (file vs model): {shown}{more}", str(spec.weights))
     result = net.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise SpecError("model.weights", "weights do not match the model: missing "
@@ -134,16 +225,23 @@ def auditor_load_model(spec: Any, base_dir: Path) -> LoadedModel:
     if spec.architecture:
         import torchvision
 
-        if spec.architecture not in torchvision.models.list_models():
-            raise SpecError("model.architecture", "unknown torchvision architecture (expected "
-                            "a name from torchvision.models.list_models(), e.g. resnet18)",
-                            spec.architecture)
+        _check_architecture(spec.architecture, spec.factory_kwargs)
         classes = spec.num_classes or (_classes_in(state) if state else None) or 1000
-        net = torchvision.models.get_model(spec.architecture, weights=None, num_classes=classes,
-                                           **spec.factory_kwargs)
+        try:
+            net = torchvision.models.get_model(spec.architecture, weights=None,
+                                               num_classes=classes, **spec.factory_kwargs)
+        except (TypeError, ValueError) as exc:  # factory_kwargs the builder does not take
+            raise SpecError("model.factory_kwargs", f"torchvision {spec.architecture} refused "
+                            f"them: {type(exc).__name__}: {exc}", spec.factory_kwargs) from None
         source = f"torchvision {spec.architecture}"
     else:
-        net = _factory(spec.factory, Path(base_dir))(**spec.factory_kwargs)
+        factory = _factory(spec.factory, Path(base_dir))
+        _bind_kwargs(factory, spec.factory_kwargs, spec.factory)
+        try:
+            net = factory(**spec.factory_kwargs)
+        except Exception as exc:
+            raise SpecError("model.factory", f"the factory raised {type(exc).__name__}: {exc}",
+                            spec.factory) from None
         if not isinstance(net, nn.Module):
             raise SpecError("model.factory", f"returned {type(net).__name__}, expected a "
                             "torch.nn.Module", spec.factory)

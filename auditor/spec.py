@@ -1,20 +1,26 @@
-"""The YAML audit spec: schema (pydantic), loading (yaml.safe_load) and one-line errors.
+"""The YAML audit spec: schema (pydantic), loading (a safe YAML loader, stricter than yaml.safe_load)
+and one-line errors.
 
 Every error names the spec path (``checks[1].thresholds.spearman_abs``), the value and what was
 expected. Input paths (weights, data) resolve relative to the spec file; the output directory
 resolves relative to the current directory.
+
+The YAML is read with a safe loader that also refuses duplicate keys, aliases (``*name``: write
+the value out; this rules out alias bombs), nesting deeper than `MAX_DEPTH` levels and integers of
+more than `MAX_INT_DIGITS` digits, each naming the spec path and line.
 """
 from __future__ import annotations
 
+import math
 import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, PositiveInt, ValidationError, ValidationInfo,
-                      field_validator, model_validator)
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
+                      ValidationInfo, field_validator, model_validator)
 
 from .errors import SpecError
 
@@ -25,19 +31,99 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+MAX_SEED = 2**32 - 1     # numpy's seed range
+MAX_BATCH = 4096
+MAX_SIDE = 4096          # pixels per side of model.preprocessing.resize
+MAX_CLASSES = 100_000
+MAX_LIMIT = 2**31 - 1
+MAX_NORM = 1000.0        # |mean| and std bound (pixels are in [0, 1])
+MIN_STD = 1e-6
+MAX_DEPTH = 64           # YAML nesting levels
+MAX_INT_DIGITS = 100     # digits of a YAML integer
+MAX_SPEC_BYTES = 1 << 20
+
+
+def _bounded_int(lo: int, hi: int) -> Any:
+    """An integer from `lo` to `hi`: not a boolean; a whole float (``4.0``) is accepted."""
+    def check(value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"expected an integer from {lo} to {hi}, not a boolean")
+        if isinstance(value, (int, float)) and not lo <= value <= hi:  # NaN fails too
+            raise ValueError(f"expected an integer from {lo} to {hi}")
+        return value
+    return Annotated[int, Field(ge=lo, le=hi), BeforeValidator(check)]
+
+
+def _bounded_float(lo: float, hi: float) -> Any:
+    """A finite number from `lo` to `hi`, not a boolean."""
+    def check(value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"expected a number from {lo:g} to {hi:g}, not a boolean")
+        if isinstance(value, (int, float)) and not (math.isfinite(value) and lo <= value <= hi):
+            raise ValueError(f"expected a finite number from {lo:g} to {hi:g}")
+        return value
+    return Annotated[float, Field(ge=lo, le=hi, allow_inf_nan=False), BeforeValidator(check)]
+
+
+Seed = _bounded_int(0, MAX_SEED)
+BatchSize = _bounded_int(1, MAX_BATCH)
+Limit = _bounded_int(1, MAX_LIMIT)
+Classes = _bounded_int(1, MAX_CLASSES)
+Side = _bounded_int(1, MAX_SIDE)
+GallerySamples = _bounded_int(0, 8)
+Mean = _bounded_float(-MAX_NORM, MAX_NORM)
+Std = _bounded_float(MIN_STD, MAX_NORM)
+
+
+def _path_text(value: Any) -> Any:
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("expected a path, got an empty string")
+    if isinstance(value, str) and "\0" in value:
+        raise ValueError("expected a path, got a NUL character in it")
+    return value
+
+
+def _resolve(value: Path, info: ValidationInfo) -> Path:
+    base = Path((info.context or {}).get("base_dir", "."))
+    return value if value.is_absolute() else base / value
+
+
+def _stat(path: Path, want_file: bool) -> None:
+    try:
+        exists, is_file = path.exists(), path.is_file()
+    except (OSError, ValueError) as exc:  # a name too long for the file system, ...
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ValueError(f"cannot access the path: {reason}") from None
+    if not exists:
+        raise ValueError(f"file not found: {str(path)[:200]}")
+    if want_file and not is_file:
+        raise ValueError(f"not a regular file (expected a file): {str(path)[:200]}")
+
+
 def _existing_path(value: Path | None, info: ValidationInfo) -> Path | None:
+    """A file or a folder that exists, relative to the spec file."""
     if value is None:
         return None
-    base = Path((info.context or {}).get("base_dir", "."))
-    path = value if value.is_absolute() else base / value
-    if not path.exists():
-        raise ValueError(f"file not found: {path}")
+    path = _resolve(value, info)
+    _stat(path, want_file=False)
+    return path
+
+
+def _existing_file(value: Path | None, info: ValidationInfo) -> Path | None:
+    """A regular file that exists, relative to the spec file."""
+    if value is None:
+        return None
+    path = _resolve(value, info)
+    _stat(path, want_file=True)
     return path
 
 
 class AuditSection(Strict):
-    name: str = Field(min_length=1, description="Audit name, shown on the report's front page.")
-    seed: int = Field(0, description="Seed of every random choice (sampling, randomization, noise).")
+    name: str = Field(min_length=1, max_length=200, description=(
+        "Audit name (1 to 200 characters), shown on the report's front page; the default output "
+        "folder is reports/<name made safe as a folder name>."))
+    seed: Seed = Field(0, description=(
+        f"Seed of every random choice (sampling, randomization, noise): 0 to {MAX_SEED}."))
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
@@ -47,20 +133,20 @@ class Preprocessing(Strict):
     The normalization is folded into the model, so explainers and checks work in pixel space [0, 1].
     """
 
-    resize: tuple[PositiveInt, PositiveInt] | None = Field(None, description="(height, width)")
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    resize: tuple[Side, Side] | None = Field(None, description=(
+        f"(height, width), or one size for both; each 1 to {MAX_SIDE} pixels"))
+    mean: tuple[Mean, Mean, Mean] = Field((0.0, 0.0, 0.0), description=(
+        f"per-channel mean in pixel units: finite, -{MAX_NORM:g} to {MAX_NORM:g}"))
+    std: tuple[Std, Std, Std] = Field((1.0, 1.0, 1.0), description=(
+        f"per-channel std in pixel units: finite, > 0 ({MIN_STD:g} to {MAX_NORM:g})"))
 
     @field_validator("resize", mode="before")
     @classmethod
     def _square(cls, value: Any) -> Any:
-        return (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-    @field_validator("std")
-    @classmethod
-    def _positive(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if any(s <= 0 for s in value):
-            raise ValueError("every std must be > 0")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not (math.isfinite(value) and 1 <= value <= MAX_SIDE):
+                raise ValueError(f"expected a size from 1 to {MAX_SIDE} pixels, or [height, width]")
+            return (value, value)
         return value
 
 
@@ -68,16 +154,22 @@ class ModelSection(Strict):
     """Exactly one of ``architecture`` (torchvision), ``factory`` or ``torchscript``."""
 
     architecture: str | None = Field(None, description="torchvision model name, e.g. resnet18")
-    factory: str | None = Field(None, description="'package.module:callable' or 'file.py:callable'")
-    factory_kwargs: dict[str, Any] = Field(default_factory=dict)
-    torchscript: Path | None = None
-    weights: Path | None = Field(None, description="state_dict file (torch.save)")
-    allow_pickle: bool = Field(False, description="allow full-pickle weights (runs code: trust it)")
-    num_classes: PositiveInt | None = None
+    factory: str | None = Field(None, description=(
+        "'package.module:callable' or 'file.py:callable'; `auditor validate` imports it (without "
+        "calling it) and checks that factory_kwargs fit its signature"))
+    factory_kwargs: dict[str, Any] = Field(default_factory=dict, description=(
+        "keyword arguments of the factory (or of the torchvision builder)"))
+    torchscript: Path | None = Field(None, description="TorchScript file (a regular file)")
+    weights: Path | None = Field(None, description="state_dict file (torch.save; a regular file)")
+    allow_pickle: bool = Field(False, strict=True, description=(
+        "allow full-pickle weights (runs code: trust it); true or false"))
+    num_classes: Classes | None = Field(None, description=(
+        f"output classes, 1 to {MAX_CLASSES}"))
     class_names: list[str] | None = None
     preprocessing: Preprocessing = Preprocessing()
 
-    _paths = field_validator("torchscript", "weights")(_existing_path)
+    _texts = field_validator("torchscript", "weights", mode="before")(_path_text)
+    _paths = field_validator("torchscript", "weights")(_existing_file)
 
     @field_validator("factory")
     @classmethod
@@ -98,12 +190,18 @@ class ModelSection(Strict):
 class DataSection(Strict):
     path: Path = Field(description="image folder, CSV manifest, or .pt/.npz tensor file")
     format: Literal["auto", "imagefolder", "csv", "tensor"] = "auto"
-    batch_size: PositiveInt = 16
-    limit: PositiveInt | None = Field(None, description="audit a seeded random subset of this size")
+    batch_size: BatchSize = Field(16, description=(
+        f"samples per forward pass, 1 to {MAX_BATCH}"))
+    limit: Limit | None = Field(None, description=(
+        f"audit a seeded random subset of this size (1 to {MAX_LIMIT})"))
     target: Literal["predicted", "label"] = Field("predicted", description="class to explain")
     classes: list[str] | None = Field(None, description="class names in label-index order")
     on_error: Literal["raise", "skip"] = Field("raise", description="unreadable image: stop or skip")
+    rescale: Literal["auto", 255, "none"] = Field("auto", description=(
+        "tensor files: auto = uint8 divided by 255, other dtypes must be in [0, 1]; 255 = divide "
+        "every dtype by 255; none = divide nothing"))
 
+    _text = field_validator("path", mode="before")(_path_text)
     _path = field_validator("path")(_existing_path)
 
 
@@ -125,10 +223,16 @@ class CheckEntry(Strict):
 
 
 class OutputSection(Strict):
-    directory: Path | None = Field(None, description="default: reports/<audit name>")
+    directory: Path | None = Field(None, description=(
+        "used as given (relative to the current directory); default: reports/<audit name made "
+        "safe as a folder name: no separators, no leading or trailing dots; 'audit' if nothing "
+        "is left>"))
     formats: list[Literal["json", "junit", "html", "pdf"]] = ["json", "junit", "html", "pdf"]
-    gallery_samples: int = Field(4, ge=0, le=8, description=(
-        "samples whose maps (and explainers' extra figures) the report shows side by side"))
+    gallery_samples: GallerySamples = Field(4, description=(
+        "samples whose maps (and explainers' extra figures) the report shows side by side; "
+        "0 to 8"))
+
+    _text = field_validator("directory", mode="before")(_path_text)
 
 
 class PluginsSection(Strict):
@@ -162,9 +266,17 @@ class AuditSpec(Strict):
         return self
 
     def output_directory(self) -> Path:
+        """``output.directory`` as given, else ``reports/<folder_name(audit.name)>``."""
         if self.output.directory is not None:
             return self.output.directory
-        return Path("reports") / re.sub(r"[^A-Za-z0-9._-]+", "_", self.audit.name).strip("_")
+        return Path("reports") / folder_name(self.audit.name)
+
+
+def folder_name(name: str) -> str:
+    """`name` as one safe folder name: runs of other characters than ``A-Za-z0-9._-`` become
+    ``_``, leading and trailing ``._-`` go (no ``.``, ``..``, hidden folder or separator), at most
+    100 characters; ``audit`` when nothing is left."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:100].strip("._-") or "audit"
 
 
 class _LocatedError(ValueError):
@@ -175,19 +287,101 @@ class _LocatedError(ValueError):
         self.path, self.value = path, value
 
 
+class _SpecLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` (same tags, no code) that also refuses, naming the spec path: aliases,
+    duplicate keys, nesting deeper than `MAX_DEPTH`, scalars that do not construct (a 5000-digit
+    integer, a date 2024-13-45) and integers of more than `MAX_INT_DIGITS` digits."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._where: list[Any] = []  # the path being composed: key nodes, indices, None (a key)
+
+    def _path(self) -> str:
+        loc = [part if isinstance(part, int) else str(part.value)[:60] for part in self._where
+               if isinstance(part, int) or isinstance(part, yaml.ScalarNode)]
+        return _join("", loc) or "<spec>"
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._where.append(index)
+        try:
+            event = self.peek_event()
+            line = f"line {event.start_mark.line + 1}"
+            if len(self._where) > MAX_DEPTH:
+                raise SpecError(self._path(), f"nested deeper than {MAX_DEPTH} levels ({line})")
+            if isinstance(event, yaml.AliasEvent):
+                raise SpecError(self._path(), f"YAML aliases are not allowed in a spec ({line}); "
+                                "write the value out", f"*{event.anchor}")
+            node = super().compose_node(parent, index)
+            if isinstance(node, yaml.ScalarNode) and node.tag != "tag:yaml.org,2002:str":
+                self._check_scalar(node, line)
+            elif isinstance(node, yaml.MappingNode):
+                self._check_keys(node)
+            return node
+        finally:
+            self._where.pop()
+
+    def _check_scalar(self, node: yaml.ScalarNode, line: str) -> None:
+        if node.tag == "tag:yaml.org,2002:int" and len(node.value) > MAX_INT_DIGITS + 2:
+            raise SpecError(self._path(), f"integer of {len(node.value)} characters ({line}; "
+                            f"expected at most {MAX_INT_DIGITS} digits)", node.value)
+        try:
+            value = self.construct_object(node)
+        except Exception as exc:  # ValueError, or !!timestamp on a non-date: AttributeError
+            kind = node.tag.removeprefix("tag:yaml.org,2002:")
+            known = isinstance(exc, (yaml.YAMLError, ValueError))
+            reason = (getattr(exc, "problem", None) or exc) if known else f"not a valid {kind}"
+            raise SpecError(self._path(), f"cannot read this {kind} ({line}): {reason}",
+                            node.value) from None
+        if isinstance(value, int) and value.bit_length() > MAX_INT_DIGITS * 3.33:
+            raise SpecError(self._path(), f"integer too large ({line}; expected at most "
+                            f"{MAX_INT_DIGITS} digits)", node.value)
+
+    def _check_keys(self, node: yaml.MappingNode) -> None:
+        seen: dict[tuple[str, str], Any] = {}
+        for key, _ in node.value:
+            if not isinstance(key, yaml.ScalarNode):
+                continue
+            if (key.tag, key.value) in seen:
+                first = seen[(key.tag, key.value)].start_mark.line + 1
+                self._where.append(key)
+                raise SpecError(self._path(), f"duplicate key (line {key.start_mark.line + 1}; "
+                                f"first at line {first}); give each key once")
+            seen[(key.tag, key.value)] = key
+
+
+def load_yaml(text: str) -> Any:
+    """Parse spec YAML safely (see `_SpecLoader`); raises `SpecError` or `yaml.YAMLError`."""
+    loader = _SpecLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def load_spec(path: str | Path) -> AuditSpec:
     """Read and validate a spec file; raise `SpecError` naming the spec path on any problem."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_SPEC_BYTES:
+            raise SpecError(str(path)[:200], f"the spec file is larger than {MAX_SPEC_BYTES >> 20} "
+                            "MiB; is it the right file?")
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(str(path), f"cannot read the spec file: {exc.__class__.__name__}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or exc.__class__.__name__
+        raise SpecError(str(path)[:200], f"cannot read the spec file: {reason}") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise SpecError("<spec>", f"not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    except RecursionError:
+        raise SpecError("<spec>", f"nested too deeply (expected at most {MAX_DEPTH} levels)"
+                        ) from None
+    except SpecError:
+        raise
+    except Exception as exc:  # a constructor's own failure (yaml raises more than YAMLError)
+        raise SpecError("<spec>", f"not valid YAML: {type(exc).__name__}: {exc}") from None
     return parse_spec(data, path.parent)
 
 
@@ -225,10 +419,22 @@ def _is_pydantic_tag(part: Any) -> bool:
     return isinstance(part, str) and ("[" in part or part in {"tuple", "list", "int", "str"})
 
 
+def key_path(prefix: str, *parts: Any) -> str:
+    """``key_path("model.factory_kwargs", "a b")`` is ``model.factory_kwargs['a b']``."""
+    return _join(prefix, list(parts))
+
+
 def _join(prefix: str, loc: list[Any]) -> str:
+    """A spec path: ``checks[1].thresholds.x``; a key that is not a plain name is quoted:
+    ``params['a b']``."""
     text = prefix
     for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", str(part)):
+            text += f".{part}" if text else str(part)
+        else:
+            text += f"[{str(part)[:60]!r}]"
     return text
 
 

@@ -36,11 +36,12 @@ def test_image_folder_labels_and_streaming(tmp_path):
 
 
 def test_csv_with_masks_boxes_and_class_names(tmp_path):
-    save(tmp_path / "a.png", np.full((20, 20, 3), 200, np.uint8))
+    for name in ("a.png", "b.png"):
+        save(tmp_path / name, np.full((20, 20, 3), 200, np.uint8))
     mask = np.zeros((20, 20), np.uint8)
     mask[:10] = 255
     save(tmp_path / "a_mask.png", mask)
-    (tmp_path / "m.csv").write_text("path,label,mask\na.png,zebra,a_mask.png\na.png,ant,a_mask.png\n")
+    (tmp_path / "m.csv").write_text("path,label,mask\na.png,zebra,a_mask.png\nb.png,ant,a_mask.png\n")
     source = load(tmp_path, size=(10, 10), path="m.csv")
     batch = next(source.batches(2))
     assert source.classes == ["ant", "zebra"] and batch.label.tolist() == [1, 0]
@@ -61,7 +62,7 @@ def test_tensor_files_pt_and_npz(tmp_path):
     batch = next(load(tmp_path, path="d.npz").batches(3))
     assert batch.x.shape == (3, 3, 8, 8) and batch.label is None and batch.mask.all()
     torch.save([1, 2], tmp_path / "bad.pt")
-    with pytest.raises(SpecError, match="data.path: expected a mapping"):
+    with pytest.raises(SpecError, match=r"data.path: .*bad.pt: expected a mapping"):
         load(tmp_path, path="bad.pt")
 
 
@@ -78,5 +79,7 @@ def test_corrupt_image_named_or_skipped(tmp_path):
     with pytest.raises(DataError, match="broken.png"):
         list(load(tmp_path, path="m.csv").batches(2))
     with pytest.warns(UserWarning, match="skipped: cannot read image .*broken.png"):
-        batches = list(load(tmp_path, path="m.csv", on_error="skip").batches(2))
+        source = load(tmp_path, path="m.csv", on_error="skip")
+        batches = list(source.batches(2))
     assert [b.ids for b in batches] == [("ok.png",)]
+    assert [s["id"] for s in source.skipped] == ["broken.png"]

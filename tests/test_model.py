@@ -6,7 +6,7 @@ import torch
 import torchvision
 
 from auditor.errors import SpecError
-from auditor.model import Normalized, auditor_load_model, file_sha256, prepare
+from auditor.model import Normalized, auditor_load_model, check_source, file_sha256, prepare
 from auditor.spec import ModelSection
 
 from conftest import FIXTURES
@@ -76,3 +76,59 @@ def test_prepare_folds_normalization_and_freezes():
     assert torch.allclose(model(x), expected)
     model(x).sum().backward()
     assert x.grad is not None and all(p.grad is None for p in model.parameters())
+
+
+def test_weights_of_the_wrong_shape_are_one_line(tmp_path):
+    from torch import nn
+
+    factory = str(FIXTURES / "tiny_model.py") + ":build"
+    torch.save(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)).state_dict(),
+               tmp_path / "narrow.pt")
+    with pytest.raises(SpecError) as info:
+        auditor_load_model(section(tmp_path, factory=factory, weights="narrow.pt"), tmp_path)
+    assert str(info.value).startswith(
+        "model.weights: weights do not fit the model: 6 shape mismatch(es) (file vs model): "
+        "0.weight [4, 3, 3, 3] vs [8, 3, 3, 3], 0.bias [4] vs [8], 1.weight [4] vs [8] and 3 more "
+        "(got '")
+    assert "\n" not in str(info.value)
+
+
+def test_factory_problems_name_the_spec_path_at_run_too(tmp_path):
+    (tmp_path / "nets.py").write_text(
+        "import torch\n"
+        "def fails(width: int = 2):\n    raise RuntimeError('no GPU\\nsecond line')\n"
+        "def net(width: int = 2, *, scale: float = 1.0):\n    return torch.nn.Linear(width, 2)\n"
+        "def anything(**kwargs):\n    return torch.nn.Identity()\n")
+    load = lambda **values: auditor_load_model(section(tmp_path, **values), tmp_path)  # noqa: E731
+    with pytest.raises(SpecError, match=r"^model.factory: the factory raised RuntimeError: no GPU "
+                                        r"second line \(got 'nets.py:fails'\)$"):
+        load(factory="nets.py:fails")
+    with pytest.raises(SpecError, match=r"^model.factory_kwargs.depth: not a parameter of nets.py:net "
+                                        r"\(expected one of: width, scale\) \(got 3\)$"):
+        load(factory="nets.py:net", factory_kwargs={"depth": 3})
+    with pytest.raises(SpecError, match=r"^model.factory_kwargs.scale: expected float"):
+        load(factory="nets.py:net", factory_kwargs={"scale": "big"})
+    with pytest.warns(UserWarning, match="randomly initialised"):
+        assert load(factory="nets.py:net", factory_kwargs={"width": 3, "scale": 2}).module.in_features == 3
+        load(factory="nets.py:anything", factory_kwargs={"whatever": [1]})  # **kwargs takes anything
+    with pytest.raises(SpecError, match=r"^model.factory_kwargs: torchvision resnet18 refused them"):
+        load(architecture="resnet18", factory_kwargs={"depth": 3})
+
+
+def test_check_source_imports_without_building(tmp_path):
+    (tmp_path / "counted.py").write_text(
+        "CALLS = []\ndef build(n: int = 1):\n    CALLS.append(n)\n    raise AssertionError('called')\n")
+    check_source(section(tmp_path, factory="counted.py:build", factory_kwargs={"n": 2}), tmp_path)
+    (tmp_path / "broken.py").write_text("import no_such_module_xyz\n")
+    with pytest.raises(SpecError, match=r"^model.factory: cannot import .*broken.py: "
+                                        "ModuleNotFoundError: No module named 'no_such_module_xyz'"):
+        check_source(section(tmp_path, factory="broken.py:build"), tmp_path)
+    (tmp_path / "exits.py").write_text("raise SystemExit(3)\n")
+    with pytest.raises(SpecError, match=r"^model.factory: cannot import .*exits.py: SystemExit: 3"):
+        check_source(section(tmp_path, factory="exits.py:build"), tmp_path)
+    (tmp_path / "needs.py").write_text("def build(width):\n    pass\n")
+    with pytest.raises(SpecError, match=r"^model.factory_kwargs: do not fit needs.py:build: "
+                                        "missing a required argument: 'width'"):
+        check_source(section(tmp_path, factory="needs.py:build"), tmp_path)
+    check_source(section(tmp_path, architecture="resnet18", factory_kwargs={"zero_init_residual": True}),
+                 tmp_path)

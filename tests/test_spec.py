@@ -14,7 +14,7 @@ from conftest import run_cli, tiny_spec_dict, write_spec
 
 BAD = [  # (mutation of a valid spec, spec path expected in the message, text expected)
     (lambda s: s["checks"][0].update(bogus=1), "checks[0].bogus", "unknown key"),
-    (lambda s: s["data"].update(batch_size=-4), "data.batch_size", "greater than 0"),
+    (lambda s: s["data"].update(batch_size=-4), "data.batch_size", "from 1 to 4096"),
     (lambda s: s["data"].update(batch_size="many"), "data.batch_size", "valid integer"),
     (lambda s: s["model"].update(weights="missing.pt"), "model.weights", "file not found"),
     (lambda s: s["data"].update(path="nowhere.csv"), "data.path", "file not found"),
@@ -37,7 +37,8 @@ BAD = [  # (mutation of a valid spec, spec path expected in the message, text ex
     (lambda s: s.pop("data"), "data", "required key is missing"),
     (lambda s: s["model"].update(architecture="resnet18"), "model", "exactly one of"),
     (lambda s: s["model"].update(factory="not a factory"), "model.factory", "expected"),
-    (lambda s: s["model"]["preprocessing"].update(std=[1, 0, 1]), "model.preprocessing.std", "> 0"),
+    (lambda s: s["model"]["preprocessing"].update(std=[1, 0, 1]), "model.preprocessing.std[1]",
+     "finite number from 1e-06 to 1000"),
     (lambda s: s["output"].update(formats=["docx"]), "output.formats[0]", "json"),
     (lambda s: s["explainers"].append({"name": "gradient"}), "explainers[1].label", "duplicate"),
 ]
