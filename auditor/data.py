@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from .errors import DataError, SpecError
+from .hashing import sha256_file
 from .hookspecs import hookimpl
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -421,7 +422,7 @@ class TensorSource(SampleSource):
                 shape = list(masks.shape) if isinstance(masks, torch.Tensor) else type(masks).__name__
                 raise DataError(f"{path} key 'masks': shape {shape}; expected [N,H,W] = {expected} "
                                 "to match 'x'")
-        self.digest = _file_sha256(path)
+        self.digest = sha256_file(path)
         super().__init__(x.shape[0], **kw)
 
     def read(self, index: int) -> dict[str, Any]:
@@ -509,14 +510,6 @@ def _check_labels(y: Any, n: int, classes: list[str] | None, path: Path) -> None
             i = int((y < 0).nonzero()[0]) if lo < 0 else int((y >= len(classes)).nonzero()[0])
             upper = f" below {len(classes)} (data.classes)" if classes else ""
             raise DataError(f"{path} key 'y': y[{i}] = {int(y[i])}; expected class indices >= 0{upper}")
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @hookimpl(trylast=True)

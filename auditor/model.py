@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .errors import SpecError, one_line
+from .hashing import sha256_file
 from .hookspecs import hookimpl
 from .spec import key_path
 
@@ -60,11 +61,8 @@ def prepare(loaded: LoadedModel, mean: tuple[float, ...], std: tuple[float, ...]
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
+    """``sha256:<hex>`` of the weights (or TorchScript) file: the model fingerprint."""
+    return "sha256:" + sha256_file(path)
 
 
 def read_weights(path: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:

@@ -18,7 +18,6 @@ in `out`; any other file there is left alone.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import secrets
@@ -28,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
+from .hashing import sha256_file
 from .results import write_atomic, write_json, write_junit
 
 MANIFEST = "manifest.json"
@@ -42,12 +42,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+sha256 = sha256_file  # hex sha256 of a file (re-exported for the CLI)
 
 
 def _entry(path: Path) -> dict[str, Any]:
