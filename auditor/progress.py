@@ -45,13 +45,17 @@ class Progress:
         if self._each and self._left > 0:
             step = min(self._each, self._left)
             self._left -= step
-            self.bar.update(step)
+            self._advance(step)
 
     def end(self) -> None:
         """The step is done: advance what is left of it."""
         if self._left > 0:
-            self.bar.update(self._left)
+            self._advance(self._left)
         self._left, self._each = 0.0, 0.0
+
+    def _advance(self, step: float) -> None:
+        """Move the bar, never past its total (float steps add up with rounding)."""
+        self.bar.update(max(0.0, min(step, (self.bar.total or 0) - self.bar.n)))
 
     def close(self) -> dict[str, dict[str, float]]:
         self.bar.close()
