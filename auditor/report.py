@@ -16,7 +16,6 @@ from .evidence import ImageGrid, LineFigure, Table
 from .figures import line_plot, short_ticks, small_multiples
 from .results import write_atomic
 
-PASSING = {"PASS", "SKIPPED"}
 
 
 def _environment() -> jinja2.Environment:
