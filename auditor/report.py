@@ -17,7 +17,6 @@ from .figures import line_plot, short_ticks, small_multiples
 from .results import write_atomic
 
 
-
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(importlib.resources.files("auditor_templates"))),
