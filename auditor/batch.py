@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .explain import ExplanationCache
+from .explain import ExplanationCache, capabilities
 
 
 @dataclass
@@ -55,6 +55,11 @@ class Batch:
         raises `auditor.explain.NotDifferentiableError` for the others. Never cached."""
         return self.cache.explain_differentiable(explainer, self.model if model is None else model, x,
                                                  self.target if target is None else target)
+
+    def capabilities(self, explainer: str) -> frozenset[str]:
+        """The capabilities explainer label `explainer` declares (``differentiable``,
+        ``class_agnostic``, see `auditor.Explainer`): a check picks its method by them."""
+        return frozenset(capabilities(type(self.cache.explainers[explainer])))
 
     def expect(self, explanations: int) -> None:
         """Say how many explanations this `measure` call will compute, so the progress bar moves

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from .batch import Batch
 from .evidence import EvidenceError, validated_evidence
 from .verdicts import Judgement
-from .explain import Params
+from .explain import Explainer, Params
 
 
 class Verdict(str, enum.Enum):
@@ -48,6 +48,33 @@ class Conclusion:
         return any(j.borderline for j in self.judgements)
 
 
+@dataclass(frozen=True)
+class AuditContext:
+    """What a check may verify its parameters against before any batch runs (`Check.preflight`).
+
+    ``None``: not known yet. `auditor validate` knows only what the spec says (``num_classes``
+    from ``model.class_names``); `auditor run` knows everything after its prediction pass.
+    """
+
+    num_classes: int | None = None
+    num_samples: int | None = None
+    has_labels: bool | None = None
+    has_masks: bool | None = None
+    image_size: tuple[int, int] | None = None  # (H, W) after preprocessing
+
+
+class CheckSpecError(ValueError):
+    """Raised by `Check.preflight`: the check's parameters cannot work for this audit.
+
+    `field` is the path inside the check's entry (``params.pairs``, ``thresholds.ssim``); the core
+    reports it as a spec error at ``checks[i].<field>`` with the value, and exits with status 2.
+    """
+
+    def __init__(self, field: str, message: str, value: object = ...):
+        self.field, self.message, self.value = field, message, value
+        super().__init__(f"{field}: {message}")
+
+
 class Check:
     """Subclass, set `name`, define nested `Params` / `Thresholds` models, implement the two steps.
 
@@ -67,6 +94,16 @@ class Check:
     def __init__(self, params: Params | None = None, thresholds: Params | None = None):
         self.params = params if params is not None else self.Params()
         self.thresholds = thresholds if thresholds is not None else self.Thresholds()
+
+    def preflight(self, context: AuditContext) -> None:
+        """Raise `CheckSpecError` when the parameters cannot work for this audit (more pairs than
+        samples, a model with one class); fields of `context` that are None are not known yet.
+        Called by `auditor validate` and again by `auditor run` before the first batch."""
+
+    def skip_reason(self, explainer: type[Explainer]) -> str | None:
+        """Why this check does not apply to `explainer` (read its declared capabilities, see
+        `auditor.explain.capabilities`), or None. The cell becomes SKIPPED with the reason."""
+        return None
 
     def measure(self, batch: Batch, explainer: str) -> list[dict[str, Any]]:
         """Return one record per sample of `batch` for explainer label `explainer`."""

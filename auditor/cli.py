@@ -92,7 +92,11 @@ def _validate(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     registry = load_registry(disabled=disabled_plugins(spec, args.disable_plugin))
     registry.make_explainers(spec)
-    registry.make_checks(spec)
+    from .check import AuditContext
+    from .engine import preflight
+
+    names = spec.model.class_names
+    preflight(registry.make_checks(spec), AuditContext(num_classes=len(names) if names else None))
     loaders = registry.manager.hook.auditor_load_model.get_hookimpls()
     if all(impl.plugin is model for impl in loaders):  # a plugin's loader may read `model` its way
         model.check_source(spec.model, Path(args.spec).parent)

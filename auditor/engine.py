@@ -25,8 +25,8 @@ import torch
 from tqdm import tqdm
 
 from .batch import Batch
-from .check import (Check, CheckOutputError, Conclusion, Verdict, validated_conclusion,
-                    validated_records)
+from .check import (AuditContext, Check, CheckOutputError, CheckSpecError, Conclusion, Verdict,
+                    validated_conclusion, validated_records)
 from .errors import AuditorError, SpecError
 from .explain import ExplainerError, ExplanationCache
 from .gallery import Gallery
@@ -134,8 +134,15 @@ def run_audit(spec: AuditSpec, base_dir: Path, registry: Registry | None = None,
 
     cells = [Cell(check, i, label) for i, check in enumerate(checks)
              for label in (spec.checks[i].explainers or list(explainers))]
+    context = AuditContext(num_classes=num_classes, num_samples=len(samples),
+                           has_labels=source.has_labels, has_masks=source.has_masks,
+                           image_size=tuple(pre.resize) if pre.resize else None)
+    preflight(checks, context)
     for cell in cells:
-        if cell.check.needs_labels and not source.has_labels:
+        reason = cell.check.skip_reason(type(explainers[cell.explainer]))
+        if reason:
+            cell.conclusion = Conclusion(Verdict.SKIPPED, reason)
+        elif cell.check.needs_labels and not source.has_labels:
             cell.conclusion = Conclusion(Verdict.SKIPPED, "needs labels; the data has none")
         elif cell.check.needs_masks and not source.has_masks:
             cell.conclusion = Conclusion(Verdict.SKIPPED, "needs object masks; the data has none")
@@ -158,6 +165,16 @@ def run_audit(spec: AuditSpec, base_dir: Path, registry: Registry | None = None,
     write_outputs(results, out, spec.output.formats, registry)
     results["output_directory"] = str(out)
     return results
+
+
+def preflight(checks: list[Check], context: AuditContext) -> None:
+    """Each check's `Check.preflight` against what is known of the audit; a `CheckSpecError`
+    becomes a `SpecError` at ``checks[i].<field>`` (exit status 2)."""
+    for i, check in enumerate(checks):
+        try:
+            check.preflight(context)
+        except CheckSpecError as exc:
+            raise SpecError(f"checks[{i}].{exc.field}", exc.message, exc.value) from None
 
 
 def disabled_plugins(spec: AuditSpec | None, cli: list[str] | None = None) -> dict[str, str]:

@@ -29,12 +29,16 @@ class Explainer:
       the input (the explanation-manipulation attack needs it). The core calls
       ``explain(model, x, target, create_graph=True)`` only on explainers that declare it, through
       `Batch.explain_differentiable`; without it `explain` is called with three arguments.
+    * ``class_agnostic``: the map does not depend on `target` (SMOE Scale explains no class by
+      design). Checks that compare maps of different classes skip such explainers with the
+      reason instead of judging them (`Check.skip_reason`).
     """
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     differentiable: ClassVar[bool] = False
+    class_agnostic: ClassVar[bool] = False
     Params: ClassVar[type[Params]] = Params
     DERIVED_MODELS: ClassVar[int] = 4  # model structures whose derived state is kept
 
@@ -72,9 +76,12 @@ class Explainer:
         return entry[key]
 
 
+CAPABILITIES = ("differentiable", "class_agnostic")
+
+
 def capabilities(cls: type) -> list[str]:
-    """The capabilities an explainer class declares (for `auditor plugins`)."""
-    return [flag for flag in ("differentiable",) if getattr(cls, flag, False)]
+    """The capabilities an explainer class declares (for `auditor plugins` and the checks)."""
+    return [flag for flag in CAPABILITIES if getattr(cls, flag, False) is True]
 
 
 def structure(model: torch.nn.Module) -> tuple:

@@ -331,6 +331,7 @@ class SmoeScale(Explainer):
     """
 
     name = "smoe_scale"
+    class_agnostic = True  # one map per image: `target` is ignored
     description = ("Class-agnostic map from one forward pass: SMOE Scale of the activations at the "
                    "end of each network scale, combined over scales.")
     paper = "Mundhenk et al., Efficient Saliency Maps for Explainable AI (SMOE Scale, LOVI)"
