@@ -5,13 +5,12 @@ Each returns ``[B,H,W]`` at input resolution. Channels are reduced by ``channel_
 ``max_abs`` (max over colour channels of |a|, Simonyan et al. 2014) for gradient and SmoothGrad,
 ``sum`` (signed sum over channels) for the others; Grad-CAM has one channel, upsampled bilinearly.
 
-Gradient, input x gradient, integrated gradients and Grad-CAM are ``differentiable``: with
-``create_graph=True`` they are computed here with ``torch.autograd.grad(..., create_graph=True)``
-(the same formulas, steps and upsampling as Captum's), so the maps keep their graph with respect
-to `x`; the default path (``create_graph=False``) is Captum's. Second derivatives through ReLU
+All five are ``differentiable``: with ``create_graph=True`` they are computed here with
+``torch.autograd.grad(..., create_graph=True)`` (the same formulas, steps and upsampling as
+Captum's), so the maps keep their graph with respect to `x`; the default path (``create_graph=False``) is Captum's. Second derivatives through ReLU
 (and max-pooling) are zero almost everywhere: an attack that differentiates these maps by the
-input swaps ReLU for softplus first (Dombrowski et al. 2019). Guided backprop rewrites the ReLU
-backward with hooks and is not differentiable.
+input swaps ReLU for softplus first (Dombrowski et al. 2019). Guided backprop's differentiable
+path records its ReLU rule in the backward graph (`guided_relu`).
 """
 from __future__ import annotations
 
@@ -28,6 +27,7 @@ from auditor import Explainer, Params, reduce_channels
 from auditor.layers import find_layer
 
 from ..lib.chunking import copies_per_pass
+from ..lib.guided_relu import guided_relus
 
 Reduction = Literal["sum", "abs_sum", "max_abs"]
 
@@ -83,16 +83,27 @@ class InputXGradientExplainer(Explainer):
 
 
 class GuidedBackpropExplainer(Explainer):
-    """Guided backpropagation (Springenberg et al. 2015): ReLU backward passes only positive
-    gradients at positive activations."""
+    """Guided backpropagation (Springenberg et al. 2015): the gradient d y_c / d x in which every
+    ReLU's backward is ``g_in = relu(g_out) * relu'(z)`` (only positive gradients at positive
+    inputs).
+
+    With ``create_graph=True`` the same rule is a recorded clamp of the gradient at each ReLU's
+    output (`guided_relus`), so the map keeps its graph; on a `SoftplusModel` the slope is
+    sigmoid(beta z) and the map's input derivative is nonzero (Dombrowski et al. 2019, §4). Both
+    paths guide the ``nn.ReLU`` modules only, as Captum does."""
 
     name = "guided_backprop"
     paper = "Springenberg et al. 2015"
+    differentiable = True
     Params = SumParams
 
-    def explain(self, model, x, target):
-        return reduce_channels(GuidedBackprop(model).attribute(x, target=target),
-                               self.params.channel_reduction)
+    def explain(self, model, x, target, *, create_graph=False):
+        if create_graph:
+            with guided_relus(model):
+                grad = class_score_gradient(model, x, target, create_graph=True)
+        else:
+            grad = GuidedBackprop(model).attribute(x, target=target)
+        return reduce_channels(grad, self.params.channel_reduction)
 
 
 class IGParams(SumParams):

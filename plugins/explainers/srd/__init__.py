@@ -53,6 +53,7 @@ Interpretations (the paper leaves these open; each is documented where it is use
 """
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from typing import Literal
 
 import torch
@@ -63,6 +64,7 @@ from pydantic import Field, field_validator
 import auditor
 from auditor import Explainer, Params
 
+from ...lib.softplus import ReluAs, SoftplusModel
 from .graph import SRDUnsupportedError, call_node, trace, where
 from .layers import Decomposition
 
@@ -103,16 +105,28 @@ class SRD(Explainer):
     convolutions for the bias shares (Eq. 11): measured 1.3-1.9 forward+backward passes on
     ResNet-18/VGG-16 at 224 px (about 3 on the small quickstart CNN, where per-layer
     elementwise work weighs more), batch 16 on CPU.
+
+    ``differentiable`` (the explanation-manipulation attack of §4.3): with ``create_graph=True``
+    nothing is detached and every internal autograd.grad keeps its graph (`Decomposition`), so
+    the map keeps its graph with respect to `x`; same numbers as the default path. The sharing
+    ratios depend on the activations themselves, so the map's input derivative is nonzero even
+    on a ReLU network. A `SoftplusModel` (the attack's smooth surrogate) is explained as SRD of
+    the softplus network: its inner model is traced as usual (the graph is shared with the ReLU
+    model) and run with every ReLU computing softplus_beta, which SRD treats as the same
+    pointwise boundary; the ratios then vary smoothly where the ReLU network has kinks.
     """
 
     name = "srd"
     description = "Sharing Ratio Decomposition: relevance split by PFV sharing ratios"
     paper = "Han, Kim & Kwak 2024"
+    differentiable = True
     Params = SRDParams
 
-    def explain(self, model, x, target):
-        with torch.enable_grad():
-            run = Decomposition(model, x, self.derived(model, "graph", lambda: trace(model)))
+    def explain(self, model, x, target, *, create_graph=False):
+        model, relu_as = softplus_network(model)
+        with torch.enable_grad(), relu_as:
+            run = Decomposition(model, x, self.derived(model, "graph", lambda: trace(model)),
+                                create_graph=create_graph)
             top = self.encoder_output(run)
             start = self.final_relevance(run, top, target)
             at = self.map_layer(run, top, x)
@@ -125,7 +139,7 @@ class SRD(Explainer):
         if tuple(relevance.shape[1:]) != tuple(x.shape[2:]):
             relevance = F.interpolate(relevance[:, None], size=tuple(x.shape[2:]), mode="bilinear",
                                       align_corners=False)[:, 0]
-        return relevance.detach()
+        return relevance if create_graph else relevance.detach()
 
     def encoder_output(self, run: Decomposition) -> fx.Node:
         """L: ``params.encoder_output`` or `default_encoder_output`."""
@@ -136,14 +150,14 @@ class SRD(Explainer):
         """Eqs. 4 and 9, the seed R^L per PFV i of L, ``[B,H,W]``: ``max(Phi_i^c - mean_k Phi_i^k, 0)``
         (``paper``), ``Phi_i^c - mean_j Phi_j^c`` (``official``) or ``max(Phi_i^c, 0)`` (false)."""
         mode = self.params.contrastive
-        a = run.values[top].detach().requires_grad_(True)
+        a = run._leaf(run.values[top])
         logits = head(run, top, a)
         score = logits.gather(1, target.view(-1, 1).to(logits.device))[:, 0]
         if mode == "paper":  # 1/K sum_k Phi^k is Phi of the mean logit (linear in y)
             score = score - logits.mean(1)
-        grad = torch.autograd.grad(score.sum(), a)[0]
+        grad = torch.autograd.grad(score.sum(), a, create_graph=run.create_graph)[0]
         alpha = run.pfv(top, grad).mean((2, 3), keepdim=True)  # Grad-CAM weights alpha_ch
-        phi = (alpha * run.pfv(top, a.detach())).sum(1)
+        phi = (alpha * run.pfv(top, a if run.create_graph else a.detach())).sum(1)
         if mode == "official":
             return phi - phi.mean((1, 2), keepdim=True)
         return phi.clamp_min(0)
@@ -172,6 +186,16 @@ class SRD(Explainer):
             if fine:
                 return fine[-1]
         return below[0]  # the model input
+
+
+def softplus_network(model: torch.nn.Module) -> tuple[torch.nn.Module, AbstractContextManager]:
+    """The network SRD traces and the mode to run it under: a `SoftplusModel` (the
+    explanation-manipulation attack's smooth surrogate, Dombrowski et al. 2019 §4) is its inner
+    ReLU model, traced as usual, run with every ReLU call computing softplus_beta; any other model
+    is itself, run as is."""
+    if isinstance(model, SoftplusModel):
+        return model.model, ReluAs(lambda z: F.softplus(z, beta=model.beta))
+    return model, nullcontext()
 
 
 # head layers the default encoder output walks back through (each has one data input)

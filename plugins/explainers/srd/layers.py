@@ -55,10 +55,18 @@ class Decomposition:
     Every affine node runs on detached copies of its inputs with autograd on, so its
     vector-Jacobian product (the linear part of Eq. 5) is available later at the cost of one
     backward kernel; nonlinear nodes run without autograd; nothing is run twice.
+
+    With `create_graph` nothing is detached: every node runs with autograd on the recorded values,
+    which keep their graph with respect to `x`; an affine node's inputs are fresh views of them,
+    so its vector-Jacobian product stays local to the node (a residual sum's other summand also
+    depends on the same input), and every autograd.grad of the backward pass keeps its graph.
+    The relevance it returns is then differentiable with respect to `x`.
     """
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, graph: fx.Graph | None = None):
+    def __init__(self, model: nn.Module, x: torch.Tensor, graph: fx.Graph | None = None, *,
+                 create_graph: bool = False):
         self.model, self.graph = model, graph if graph is not None else trace(model)
+        self.create_graph = create_graph
         self.nodes = [n for n in self.graph.nodes if n.op != "output"]
         self.output = next(n for n in self.graph.nodes if n.op == "output").args[0]
         self.steps: dict[fx.Node, Step] = {}
@@ -66,7 +74,7 @@ class Decomposition:
         self.local: dict[fx.Node, tuple[torch.Tensor, list[torch.Tensor]]] = {}  # out, input leaves
         self.shape: dict[fx.Node, tuple[int, int, int]] = {}  # PFV view (C, H, W) of data nodes
         with torch.enable_grad():
-            self._forward(x.detach())
+            self._forward(x if create_graph else x.detach())
 
     # -- forward --------------------------------------------------------------------------------
     def _forward(self, x: torch.Tensor) -> None:
@@ -88,12 +96,12 @@ class Decomposition:
 
             def value(a: fx.Node) -> Any:
                 if needs_graph and a in data:
-                    return leaves.setdefault(a, self.values[a].detach().requires_grad_(True))
+                    return leaves.setdefault(a, self._leaf(self.values[a]))
                 return self.values[a]
 
             args = fx.node.map_arg(node.args, value)
             kwargs = fx.node.map_arg(node.kwargs, value)
-            with torch.set_grad_enabled(needs_graph):
+            with torch.set_grad_enabled(needs_graph or self.create_graph):
                 out = call_node(self.model, node, args, kwargs)
             if not isinstance(out, torch.Tensor):
                 step.kind = "const"  # sizes and other non-tensor values
@@ -103,8 +111,15 @@ class Decomposition:
                 step.bias = constant_shift(self.model, node, data, self.values)
             self._store(node, out, [leaves[a] for a in data if a in leaves] if needs_graph else None)
 
+    def _leaf(self, value: torch.Tensor) -> torch.Tensor:
+        """An affine node's input: a detached leaf, or (`create_graph`) a view of the recorded
+        value that only this node reads, so the node's VJP stops there."""
+        if self.create_graph and value.requires_grad:
+            return value.view_as(value)
+        return value.detach().requires_grad_(True)
+
     def _store(self, node: fx.Node, out: torch.Tensor, leaves: list[torch.Tensor] | None) -> None:
-        self.values[node] = out.detach()
+        self.values[node] = out if self.create_graph else out.detach()
         if leaves is not None and out.requires_grad:
             self.local[node] = (out, leaves)
         step = self.steps[node]
@@ -229,13 +244,16 @@ class Decomposition:
 
     def _eq6(self, node: fx.Node, v: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         pv = self.pfv(node, v)
-        norm2 = torch.linalg.vecdot(pv, pv, dim=1).clamp_min(torch.finfo(v.dtype).tiny)
-        return (pv * (r / norm2).unsqueeze(1)).reshape(v.shape)
+        norm2 = torch.linalg.vecdot(pv, pv, dim=1)
+        nonzero = norm2 > 0  # a zero PFV takes no share (and, with create_graph, no NaN gradient)
+        ratio = torch.where(nonzero, r / torch.where(nonzero, norm2, 1), 0)
+        return (pv * ratio.unsqueeze(1)).reshape(v.shape)
 
     def vjp(self, node: fx.Node, g: torch.Tensor) -> list[torch.Tensor | None]:
         """Linear part of the segment at this node: ``J^T g`` for each data input."""
         out, leaves = self.local[node]
-        return list(torch.autograd.grad(out, leaves, g.reshape(out.shape), allow_unused=True))
+        return list(torch.autograd.grad(out, leaves, g.reshape(out.shape), allow_unused=True,
+                                        create_graph=self.create_graph))
 
 
 def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
@@ -291,14 +309,16 @@ def _conv(d: Decomposition, node, step, g, s, G, P, S) -> None:
     if beta is None:
         return
     with torch.enable_grad():
-        n = (d.pfv(source, d.values[source]).norm(dim=1, keepdim=True) + EPS).requires_grad_(True)
+        norm = d.pfv(source, d.values[source]).norm(dim=1, keepdim=True) + EPS
+        n = d._leaf(norm)
         padded, pad = n, m.padding
         if m.padding_mode != "zeros":
             padded, pad = F.pad(n, m._reversed_padding_repeated_twice, mode=m.padding_mode), 0
         ones = torch.ones(1, 1, *m.kernel_size, dtype=n.dtype, device=n.device)
         window = F.conv2d(padded, ones, None, m.stride, pad, m.dilation)  # S_j = sum_RF ||v_k||
-        spread = torch.autograd.grad(window, n, (beta.unsqueeze(1) / window))[0]
-    _acc(P, source, (n.detach() * spread)[:, 0])
+        spread = torch.autograd.grad(window, n, (beta.unsqueeze(1) / window),
+                                     create_graph=d.create_graph)[0]
+    _acc(P, source, (norm * spread)[:, 0])
 
 
 def _linear(d: Decomposition, node, step, g, s, G, P, S) -> None:
