@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 
@@ -27,6 +28,7 @@ class Batch:
     num_classes: int = 0
     offset: int = 0  # position of the batch's first sample in the audit
     cache: ExplanationCache = field(default=None, repr=False)  # type: ignore[assignment]
+    _shared: dict = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -55,6 +57,14 @@ class Batch:
         raises `auditor.explain.NotDifferentiableError` for the others. Never cached."""
         return self.cache.explain_differentiable(explainer, self.model if model is None else model, x,
                                                  self.target if target is None else target)
+
+    def shared(self, key: tuple, build: Callable[[], Any]) -> Any:
+        """What `build()` returns, computed once per batch for `key` and shared by every cell
+        that asks (a check's explainer-independent work, e.g. a random-order baseline). Lives
+        as long as the batch, like the explanations; `key` should start with the check's name."""
+        if key not in self._shared:
+            self._shared[key] = build()
+        return self._shared[key]
 
     def capabilities(self, explainer: str) -> frozenset[str]:
         """The capabilities explainer label `explainer` declares (``differentiable``,

@@ -235,7 +235,10 @@ class ManifestSource(SampleSource):
             if not row["mask"]:
                 raise DataError(f"{here}: mask is empty; expected a mask image path relative to "
                                 "the CSV")
-            mask, _, _ = decode_image(self.base / row["mask"], tuple(x.shape[1:]), "L", where)
+            mask, _, mask_size = decode_image(self.base / row["mask"], tuple(x.shape[1:]), "L", where)
+            if mask_size != original:
+                raise DataError(f"{here}: mask {row['mask']} is {mask_size[0]}x{mask_size[1]} "
+                                f"pixels; expected the image's {original[0]}x{original[1]}")
         elif self.box:
             mask = _box_mask(_box(row, here, original), original, tuple(x.shape[1:]))
         return {"x": x, "label": label, "mask": mask, "id": row["path"], "digest": digest}

@@ -154,6 +154,15 @@ def test_0_1_mask_is_not_empty(tmp_path):
     assert read_all(load(tmp_path, path="m.csv"))[0].mask.sum() == 16
 
 
+def test_mask_of_another_size_than_its_image_is_refused(tmp_path):
+    save(tmp_path / "a.png", np.zeros((8, 8, 3), np.uint8))
+    save(tmp_path / "a_m.png", np.ones((8, 6), np.uint8))
+    (tmp_path / "m.csv").write_text("path,mask\na.png,a_m.png\n")
+    with pytest.raises(DataError, match=r"m.csv row 2: mask a_m.png is 6x8 pixels; expected the "
+                                        r"image's 8x8"):
+        read_all(load(tmp_path, path="m.csv"))
+
+
 def test_decompression_bomb_refused_and_skippable(tmp_path, monkeypatch):
     save(tmp_path / "ok.png", np.zeros((8, 8, 3), np.uint8))
     save(tmp_path / "bomb.png", np.zeros((20, 20, 3), np.uint8))    # 400 px: Pillow's error
