@@ -39,6 +39,8 @@ class LoadedModel:
 class Normalized(nn.Module):
     """``net((x - mean) / std)``: the spec's normalization folded into the model, so inputs are pixels."""
 
+    wraps = "net"  # the user's network: `auditor.layers` shows and finds layers by the user's names
+
     def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]):
         super().__init__()
         self.net = net

@@ -55,3 +55,24 @@ def test_beta_schedule_is_geometric_from_10_to_100():
     assert beta_schedule(0, 1) == 100
     with pytest.raises(ValueError, match="positive"):
         SoftplusModel(tiny_model(), 0.0)
+
+
+def test_layers_keep_the_users_names_through_the_wrapper():
+    from auditor.layers import find_layer, user_name
+    from auditor.model import LoadedModel, prepare
+
+    model = prepare(LoadedModel(tiny_model(), "", ""), (0.5,) * 3, (0.5,) * 3, torch.device("cpu"))
+    smooth = SoftplusModel(model, 10.0)
+    path, layer = find_layer(smooth, "features.3")
+    assert path == "model.net.features.3" and layer is model.net.features[3]
+    assert user_name(smooth, path) == "features.3"
+    assert find_layer(model, "features.3")[1] is layer
+
+
+def test_gradcam_with_a_named_layer_explains_the_softplus_surrogate():
+    from auditor_plugins.explainers.captum import GradCam
+
+    model, x = tiny_model(), torch.rand(2, 3, 16, 16, requires_grad=True)
+    cam = GradCam(GradCam.Params(layer="features.4"))
+    maps = cam.explain(SoftplusModel(model, 1e4), x, torch.tensor([0, 1]), create_graph=True)
+    assert torch.allclose(maps, cam.explain(model, x, torch.tensor([0, 1])), atol=1e-4)

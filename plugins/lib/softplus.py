@@ -39,6 +39,8 @@ class ReluAs(TorchFunctionMode):
 class SoftplusModel(nn.Module):
     """`model` with every ReLU computed as ``softplus(z, beta)`` (same parameters, shared)."""
 
+    wraps = "model"  # layers keep the user's names (`auditor.layers.find_layer`)
+
     def __init__(self, model: nn.Module, beta: float):
         super().__init__()
         if beta <= 0:
