@@ -48,6 +48,20 @@ class Batch:
                                   self.target if target is None else target,
                                   self.sample_ids, variant)
 
+    def uncertainty(self, explainer: str, model: torch.nn.Module | None = None,
+                    target: torch.Tensor | None = None, x: torch.Tensor | None = None,
+                    variant: str | None = "original") -> torch.Tensor:
+        """Per-pixel uncertainty ``[B,H,W]`` of `explainer`'s maps (only for explainers that
+        declare ``gives_uncertainty``); cached like `explain`."""
+        if "gives_uncertainty" not in self.capabilities(explainer):
+            raise ValueError(f"explainer {explainer!r} declares no uncertainty (gives_uncertainty)")
+        if (model is not None or x is not None) and variant == "original":
+            variant = None
+        return self.cache.explain(explainer, self.model if model is None else model,
+                                  self.x if x is None else x,
+                                  self.target if target is None else target,
+                                  self.sample_ids, variant, kind="uncertainty")
+
     def explain_differentiable(self, explainer: str, x: torch.Tensor,
                                model: torch.nn.Module | None = None,
                                target: torch.Tensor | None = None) -> torch.Tensor:

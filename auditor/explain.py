@@ -32,6 +32,14 @@ class Explainer:
     * ``class_agnostic``: the map does not depend on `target` (SMOE Scale explains no class by
       design). Checks that compare maps of different classes skip such explainers with the
       reason instead of judging them (`Check.skip_reason`).
+    * ``needs_fitting``: the explainer learns a network for the audited model (VarSal, DRE).
+      It implements ``fit(model, data, progress) -> state`` (`auditor.fit.FitData`; the state a
+      flat ``dict[str, Tensor]``) and ``load_state(state)``; the core fits (`auditor fit`),
+      stores and loads the state (`auditor.state_store`) before `explain` is called, and
+      `explain` raises `auditor.fit.NotFittedError` without one.
+    * ``gives_uncertainty``: ``uncertainty(model, x, target) -> [B,H,W]`` returns a per-pixel
+      uncertainty (VarSal: the posterior standard deviation) of the map `explain` returns (its
+      mean). Read by the varsal_uncertainty check through `Batch.uncertainty`.
     """
 
     name: ClassVar[str]
@@ -39,6 +47,8 @@ class Explainer:
     paper: ClassVar[str] = ""
     differentiable: ClassVar[bool] = False
     class_agnostic: ClassVar[bool] = False
+    needs_fitting: ClassVar[bool] = False
+    gives_uncertainty: ClassVar[bool] = False
     Params: ClassVar[type[Params]] = Params
     DERIVED_MODELS: ClassVar[int] = 4  # model structures whose derived state is kept
 
@@ -49,6 +59,20 @@ class Explainer:
     def explain(self, model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Return attributions ``[B, H, W]`` at input resolution, on the input's device."""
         raise NotImplementedError
+
+    def fit(self, model: torch.nn.Module, data: Any, progress: Callable[[int, int, float], None]
+            ) -> dict[str, torch.Tensor]:
+        """Learn the explainer for `model` on `data` (`auditor.fit.FitData`); return the state.
+        Only for ``needs_fitting``; call ``progress(step, total, loss)`` after each step."""
+        raise NotImplementedError(f"{self.name} does not need fitting")
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Use a state `fit` returned (after a round trip through the state store)."""
+        raise NotImplementedError(f"{self.name} does not need fitting")
+
+    def uncertainty(self, model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-pixel uncertainty ``[B,H,W]`` of the map `explain` returns (``gives_uncertainty``)."""
+        raise NotImplementedError(f"{self.name} gives no uncertainty")
 
     def extra_figures(self, model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor
                       ) -> dict[str, torch.Tensor]:
@@ -76,7 +100,7 @@ class Explainer:
         return entry[key]
 
 
-CAPABILITIES = ("differentiable", "class_agnostic")
+CAPABILITIES = ("differentiable", "class_agnostic", "needs_fitting", "gives_uncertainty")
 
 
 def capabilities(cls: type) -> list[str]:
@@ -146,16 +170,18 @@ class ExplanationCache:
             self.progress.explained(label, time.perf_counter() - started, int(x.shape[0]))
 
     def explain(self, label: str, model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor,
-                sample_ids: tuple[str, ...], variant: str | None) -> torch.Tensor:
-        key = (label, variant, sample_ids, tuple(target.tolist()))
+                sample_ids: tuple[str, ...], variant: str | None, kind: str = "explain") -> torch.Tensor:
+        """Maps of `label` (``kind="explain"``) or their uncertainty (``kind="uncertainty"``)."""
+        key = (label, kind, variant, sample_ids, tuple(target.tolist()))
         if variant is not None and key in self._maps:
             return self._maps[key]
         started = time.perf_counter()
         try:
             with torch.enable_grad():
                 x_in = x.detach().requires_grad_(True)  # explainers differentiate w.r.t. the input
-                maps = validated(self.explainers[label].explain(model, x_in, target), x,
-                                 f"explainer {label!r}")
+                method = getattr(self.explainers[label], kind)
+                maps = validated(method(model, x_in, target), x,
+                                 f"explainer {label!r}" + ("" if kind == "explain" else f" ({kind})"))
         except Exception as exc:
             raise ExplainerError(label, exc) from exc
         self._computed(label, started, x)
