@@ -1,4 +1,4 @@
-"""The ``auditor`` command: run, validate, schema, plugins.
+"""The ``auditor`` command: run, fit, report, validate, schema, plugins.
 
 Exit codes: 0 every check passed, 1 a check failed or could not run, 2 the audit could not run
 (bad spec, missing file, plugin conflict); errors are one line on stderr, never a traceback.
@@ -31,6 +31,20 @@ def _run(args: argparse.Namespace) -> int:
         print(f"warning: {len(results['data']['skipped'])} samples skipped (results.json data.skipped)")
     print(f"results: {results['output_directory']}")
     return 0 if results["verdict"] == "PASS" else 1
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from .engine import disabled_plugins, fit_audit
+    from .plugins import load_registry
+    from .spec import load_spec
+
+    spec = load_spec(args.spec)
+    registry = load_registry(disabled=disabled_plugins(spec, args.disable_plugin))
+    states = fit_audit(spec, Path(args.spec).parent, labels=args.explainer, registry=registry,
+                       progress=not args.quiet)
+    for label, path in states.items():
+        print(f"fitted {label}: {path}")
+    return 0
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -149,6 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
                      "95%% interval straddles its threshold) fail the audit")
     _disable_flag(run)
     run.set_defaults(func=_run)
+    fit = sub.add_parser("fit", help="fit the trainable explainers of a spec (VarSal, DRE) and "
+                         "store their states for `auditor run`")
+    fit.add_argument("spec", help="audit spec (YAML)")
+    fit.add_argument("--explainer", action="append", metavar="LABEL",
+                     help="fit only this explainer label of the spec; repeatable (default: all "
+                          "that need fitting)")
+    fit.add_argument("--quiet", action="store_true", help="no progress bars")
+    _disable_flag(fit)
+    fit.set_defaults(func=_fit)
     report = sub.add_parser("report", help="re-render reports from a results.json (no model run)")
     report.add_argument("results", help="results.json of an earlier run")
     report.add_argument("--output", type=Path, help="output directory (default: next to results.json)")

@@ -29,6 +29,7 @@ from .check import (AuditContext, Check, CheckOutputError, CheckSpecError, Concl
                     validated_conclusion, validated_records)
 from .errors import AuditorError, SpecError
 from .explain import ExplainerError, ExplanationCache
+from .fit import FitData, ensure_fitted
 from .gallery import Gallery
 from .health import Health
 from .model import prepare
@@ -38,6 +39,7 @@ from .plugins import Registry, load_registry
 from .progress import Progress
 from .results import SCHEMA_VERSION
 from .spec import AuditSpec
+from .state_store import StateStore, default_store
 
 
 @dataclass
@@ -116,12 +118,7 @@ def run_audit(spec: AuditSpec, base_dir: Path, registry: Registry | None = None,
     mark_running(out)  # an older report set there is visibly not current from now on
     seed_everything(spec.audit.seed)
     device = resolve_device(spec.audit.device)
-    hook = registry.manager.hook
-    loaded = hook.auditor_load_model(spec=spec.model, base_dir=base_dir)
-    pre = spec.model.preprocessing
-    model = prepare(loaded, pre.mean, pre.std, device)
-    source = hook.auditor_load_data(spec=spec.data, base_dir=base_dir, seed=spec.audit.seed,
-                                    image_size=pre.resize)
+    loaded, model, source = _load(spec, base_dir, registry, device)
     durations["load"] = _lap(clock)
 
     samples, data_fingerprint, num_classes, health = _predict(model, source, spec, device, progress)
@@ -131,6 +128,13 @@ def run_audit(spec: AuditSpec, base_dir: Path, registry: Registry | None = None,
     if spec.data.target == "label" and not source.has_labels:
         raise SpecError("data.target", "the data has no labels to explain; use 'predicted'", "label")
     durations["predict"] = _lap(clock)
+    pre = spec.model.preprocessing
+    trainable = [label for label, e in explainers.items() if e.needs_fitting]
+    states = ensure_fitted(explainers, trainable, model,
+                           FitData(source, device, spec.audit.seed, spec.data.batch_size, num_classes),
+                           loaded.fingerprint, data_fingerprint, StateStore(state_store(spec, base_dir)),
+                           spec.fit.when_missing, show=progress) if trainable else {}
+    durations["fit"] = _lap(clock)
 
     cells = [Cell(check, i, label) for i, check in enumerate(checks)
              for label in (spec.checks[i].explainers or list(explainers))]
@@ -159,12 +163,60 @@ def run_audit(spec: AuditSpec, base_dir: Path, registry: Registry | None = None,
     results["gallery"] = gallery.result()
     results["health"] = health_report
     results["data"]["skipped"] = list(getattr(source, "skipped", []))  # on_error: skip, with reasons
+    results["explainer_states"] = states  # label -> fitted state file (trainable explainers)
     results["explainer_costs"] = {label: costs.get(label, {"seconds": 0.0, "explanations": 0})
                                   for label in explainers}
     durations["total"] = time.perf_counter() - clock["start"]
     write_outputs(results, out, spec.output.formats, registry)
     results["output_directory"] = str(out)
     return results
+
+
+def fit_audit(spec: AuditSpec, base_dir: Path, labels: list[str] | None = None,
+              registry: Registry | None = None, progress: bool = True) -> dict[str, str]:
+    """`auditor fit`: fit the trainable explainers of `spec` (all, or the spec labels in `labels`)
+    against its model and data, always anew, and store their states; label -> state file."""
+    registry = registry or load_registry(disabled=disabled_plugins(spec))
+    explainers = registry.make_explainers(spec)
+    trainable = [label for label, e in explainers.items() if e.needs_fitting]
+    for label in labels or []:
+        if label not in explainers:
+            raise SpecError("--explainer", "no explainer with this label in the spec (labels: "
+                            f"{', '.join(explainers)})", label)
+        if label not in trainable:
+            raise SpecError("--explainer", f"explainer {label!r} ({explainers[label].name}) does not "
+                            "need fitting (trainable: " + (", ".join(trainable) or "none") + ")", label)
+    chosen = labels or trainable
+    if not chosen:
+        raise SpecError("explainers", "no explainer of the spec needs fitting",
+                        [e.name for e in spec.explainers])
+    seed_everything(spec.audit.seed)
+    device = resolve_device(spec.audit.device)
+    loaded, model, source = _load(spec, base_dir, registry, device)
+    samples, data_fingerprint, num_classes, health = _predict(model, source, spec, device, progress)
+    if not samples:
+        raise AuditorError(f"no readable samples in {spec.data.path}")
+    health.judge(samples, num_classes)
+    return ensure_fitted(explainers, chosen, model,
+                         FitData(source, device, spec.audit.seed, spec.data.batch_size, num_classes),
+                         loaded.fingerprint, data_fingerprint, StateStore(state_store(spec, base_dir)),
+                         "auto", refit=True, show=progress)
+
+
+def state_store(spec: AuditSpec, base_dir: Path) -> Path:
+    """``fit.store`` (relative to the spec's folder), else the user's cache directory."""
+    return base_dir / spec.fit.store if spec.fit.store is not None else default_store()
+
+
+def _load(spec: AuditSpec, base_dir: Path, registry: Registry, device: torch.device) -> tuple:
+    """The loaded model (fingerprint), the audited model (normalization folded in), the data."""
+    hook = registry.manager.hook
+    loaded = hook.auditor_load_model(spec=spec.model, base_dir=base_dir)
+    pre = spec.model.preprocessing
+    model = prepare(loaded, pre.mean, pre.std, device)
+    source = hook.auditor_load_data(spec=spec.data, base_dir=base_dir, seed=spec.audit.seed,
+                                    image_size=pre.resize)
+    return loaded, model, source
 
 
 def preflight(checks: list[Check], context: AuditContext) -> None:

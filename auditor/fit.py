@@ -61,3 +61,60 @@ def _images(items: list[dict[str, Any] | None]) -> torch.Tensor | None:
 
 class NotFittedError(RuntimeError):
     """`explain` was called on a trainable explainer before `load_state`."""
+
+
+def ensure_fitted(explainers: dict[str, Any], labels: list[str], model: torch.nn.Module,
+                  data: FitData, model_fingerprint: str, data_fingerprint: str, store: Any,
+                  when_missing: str, refit: bool = False, show: bool = True) -> dict[str, str]:
+    """Give every explainer of `labels` (all ``needs_fitting``) its state: the stored one for this
+    model, data and config, else fit it (``when_missing="auto"`` or `refit`) and store it; else
+    `StateError` naming the command to run. Returns label -> state file path."""
+    from .state_store import StateError, state_meta
+
+    paths = {}
+    for label in labels:
+        explainer = explainers[label]
+        meta = state_meta(model_fingerprint, data_fingerprint, explainer)
+        state = None if refit else store.load(meta)
+        if state is None:
+            if when_missing != "auto" and not refit:
+                raise StateError(
+                    f"explainer {label!r} ({explainer.name}) has no fitted state for this model and "
+                    f"data in {store.root}: run `auditor fit SPEC --explainer {label}` first, or set "
+                    "`fit: auto` in the spec")
+            store.save(meta, fit_one(label, explainer, model, data, show))
+            state = store.load(meta)
+        explainer.load_state(state)
+        paths[label] = str(store.path(meta))
+    return paths
+
+
+def fit_one(label: str, explainer: Any, model: torch.nn.Module, data: FitData,
+            show: bool) -> dict[str, torch.Tensor]:
+    """``explainer.fit`` with a progress bar (step, loss, ETA); the model stays in eval mode and
+    its parameters unchanged (checked: a fit that changes the audited model is an error)."""
+    import sys
+
+    from tqdm import tqdm
+
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    bar = tqdm(desc=f"fit {label}", unit="step", disable=not show, leave=False, file=sys.stderr)
+
+    def progress(step: int, total: int, loss: float) -> None:
+        bar.total = total
+        bar.n = min(step, total)
+        bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+        bar.refresh()
+
+    try:
+        with torch.random.fork_rng(devices=[data.device] if data.device.type == "cuda" else []):
+            torch.manual_seed(data.seed)
+            state = explainer.fit(model, data, progress)
+    finally:
+        bar.close()
+    model.eval()
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    if changed:
+        raise RuntimeError(f"explainer {label!r} changed the audited model while fitting "
+                           f"({', '.join(changed[:3])}); a fit may only train its own network")
+    return state

@@ -240,6 +240,22 @@ class PluginsSection(Strict):
         "-p no:NAME); `auditor plugins` lists them as blocked"))
 
 
+class FitSection(Strict):
+    """Trainable explainers (``needs_fitting``: VarSal, DRE): where fitted states live and what
+    `auditor run` does when none matches this model, data and explainer config."""
+
+    when_missing: Literal["error", "auto"] = Field("error", description=(
+        "no fitted state: stop with the `auditor fit` command to run (error), or fit first (auto)"))
+    store: Path | None = Field(None, description=(
+        "state store directory (relative to the spec); default: $XDG_CACHE_HOME/xai-auditor/states "
+        "or ~/.cache/xai-auditor/states"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"when_missing": value} if isinstance(value, str) else value  # `fit: auto`
+
+
 class AuditSpec(Strict):
     audit: AuditSection
     model: ModelSection
@@ -248,6 +264,7 @@ class AuditSpec(Strict):
     checks: list[CheckEntry] = Field(default_factory=list)
     output: OutputSection = OutputSection()
     plugins: PluginsSection = PluginsSection()
+    fit: FitSection = FitSection()
 
     @model_validator(mode="after")
     def _labels(self) -> "AuditSpec":

@@ -93,6 +93,7 @@ def run_check(check: type[Check] | str, explainers: list[type[Explainer] | str],
             "explainers": [{"name": n, "params": (explainer_params or {}).get(n, {})} for n in names],
             "checks": [{"name": check if isinstance(check, str) else check.name,
                         "params": params or {}, "thresholds": thresholds or {}}],
+            "fit": {"when_missing": "auto", "store": "states"},  # trainable explainers: fitted here
             "output": {"directory": str(output_dir or Path(tmp) / "out"),
                        "formats": ["json", "html"] if output_dir else ["json"],
                        "gallery_samples": min(4, samples) if output_dir else 0},
