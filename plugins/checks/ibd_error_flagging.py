@@ -71,7 +71,7 @@ class IBDThresholds(Params):
         "FAIL when the mean share of flagged samples exceeds it. Provisional (the paper sets "
         "none): measured at flag_ratio 1, the quickstart (no errors, objects away from the "
         "border) flags gradient 0%, Grad-CAM 25%, SRD 38%, TR-GBP 50%; the shortcut example "
-        "gradient 0%, Grad-CAM 19%, TR-GBP 41%, SRD 52%"))
+        "gradient 5%, Grad-CAM 27%, TR-GBP 45%, SRD 53%"))
     min_auc: float | None = Field(None, ge=0, le=1, description=(
         "FAIL when the ROC-AUC of IBD for errors is below it (None: reported, not judged). "
         "TR-GBP Table 2: 0.51-0.62 on ImageNet (0.61 VGG-16, 0.62 ResNet-50 for TR-GBP)"))
