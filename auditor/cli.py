@@ -23,10 +23,12 @@ def _run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     registry = load_registry(disabled=disabled_plugins(spec, args.disable_plugin))
     results = run_audit(spec, Path(args.spec).parent, registry=registry, output_dir=args.output,
-                        progress=not args.quiet, strict=args.strict)
+                        progress=not args.quiet, strict=args.strict, resume=args.resume)
     print(verdict_table(results))
     for warning in results["health"]["warnings"]:
         print(f"warning: {warning}")
+    if results["resumed_batches"]:
+        print(f"resumed: {results['resumed_batches']} batches taken from the journal")
     if results["data"]["skipped"]:
         print(f"warning: {len(results['data']['skipped'])} samples skipped (results.json data.skipped)")
     print(f"results: {results['output_directory']}")
@@ -161,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--strict", action="store_true", help="borderline cells (a verdict metric's "
                      "95%% interval straddles its threshold) fail the audit")
+    run.add_argument("--resume", action="store_true", help="continue a killed run from the "
+                     "journal in its output directory: only the batches it lacks are computed")
     _disable_flag(run)
     run.set_defaults(func=_run)
     fit = sub.add_parser("fit", help="fit the trainable explainers of a spec (VarSal, DRE) and "

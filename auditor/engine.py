@@ -8,6 +8,7 @@ A plugin that raises or breaks the protocol turns only its own check x explainer
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import random
@@ -31,6 +32,7 @@ from .errors import AuditorError, SpecError
 from .explain import ExplainerError, ExplanationCache
 from .fit import FitData, ensure_fitted
 from .gallery import Gallery
+from .journal import Journal, audit_key
 from .health import Health
 from .model import prepare
 from .outputs import mark_running
@@ -61,15 +63,8 @@ class Cell:
 
     def fail_with(self, exc: BaseException, stage: str) -> None:
         """ERROR with a reason that names who raised: the explainer, or the check itself."""
-        origin = exc.original if isinstance(exc, ExplainerError) else exc
-        frame = traceback.extract_tb(origin.__traceback__)[-1] if origin.__traceback__ else None
-        where = f" at {Path(frame.filename).name}:{frame.lineno} in {frame.name}" if frame else ""
-        if isinstance(exc, ExplainerError):
-            reason = f"{stage} of check {self.check.name!r}: {exc}{where}"
-        else:
-            reason = f"check {self.check.name!r} raised in {stage}: {type(exc).__name__}: {exc}{where}"
+        reason, self.traceback = failure(self.check.name, exc, stage)
         self.conclusion = Conclusion(Verdict.ERROR, reason)
-        self.traceback = "".join(traceback.format_exception(origin, limit=-6))
 
     def keep(self, sample_ids: tuple[str, ...], records: list[dict[str, Any]]) -> None:
         """Store a batch's records; pictures (a record's ``exemplar``) are kept apart, for at
@@ -89,6 +84,18 @@ class Cell:
                 for r in self.records]
 
 
+def failure(check: str, exc: BaseException, stage: str) -> tuple[str, str]:
+    """The ERROR reason naming who raised (the explainer, or the check) and where; the traceback."""
+    origin = exc.original if isinstance(exc, ExplainerError) else exc
+    frame = traceback.extract_tb(origin.__traceback__)[-1] if origin.__traceback__ else None
+    where = f" at {Path(frame.filename).name}:{frame.lineno} in {frame.name}" if frame else ""
+    if isinstance(exc, ExplainerError):
+        reason = f"{stage} of check {check!r}: {exc}{where}"
+    else:
+        reason = f"check {check!r} raised in {stage}: {type(exc).__name__}: {exc}{where}"
+    return reason, "".join(traceback.format_exception(origin, limit=-6))
+
+
 def resolve_device(choice: str) -> torch.device:
     if choice == "cuda" and not torch.cuda.is_available():
         raise SpecError("audit.device", "CUDA was requested but is not available", choice)
@@ -104,8 +111,11 @@ def seed_everything(seed: int) -> None:
 
 def run_audit(spec: AuditSpec, base_dir: Path, registry: Registry | None = None,
               output_dir: Path | None = None, progress: bool = True,
-              strict: bool = False) -> dict[str, Any]:
+              strict: bool = False, resume: bool = False) -> dict[str, Any]:
     """Run the audit of `spec`; write the requested outputs; return the results mapping.
+
+    Each batch's records are journaled in the output directory as the batch completes; with
+    `resume`, the batches a killed run journaled are taken from there, not recomputed.
 
     `strict`: borderline cells (a verdict metric's interval straddles its threshold) fail the
     audit; without it the mark is shown but the overall verdict goes by the means."""
@@ -151,8 +161,14 @@ def run_audit(spec: AuditSpec, base_dir: Path, registry: Registry | None = None,
         elif cell.check.needs_masks and not source.has_masks:
             cell.conclusion = Conclusion(Verdict.SKIPPED, "needs object masks; the data has none")
     gallery = Gallery(spec.output.gallery_samples, explainers)
-    costs = _measure(cells, gallery, model, source, samples, explainers, spec, device, num_classes,
-                     progress)
+    journal = Journal(out, audit_key(spec.model_dump(mode="json"), loaded.fingerprint,
+                                     data_fingerprint, _plugin_versions(registry)), resume)
+    try:
+        costs = _measure(cells, gallery, model, source, samples, explainers, spec, device,
+                         num_classes, progress, journal)
+    finally:
+        journal.close(remove=False)
+    resumed = len(journal.done)
     durations["measure"] = _lap(clock)
     for cell in cells:
         _conclude(cell)
@@ -166,8 +182,11 @@ def run_audit(spec: AuditSpec, base_dir: Path, registry: Registry | None = None,
     results["explainer_states"] = states  # label -> fitted state file (trainable explainers)
     results["explainer_costs"] = {label: costs.get(label, {"seconds": 0.0, "explanations": 0})
                                   for label in explainers}
+    results["resumed_batches"] = resumed  # batches taken from the journal of a killed run
+    results["complete"] = True
     durations["total"] = time.perf_counter() - clock["start"]
     write_outputs(results, out, spec.output.formats, registry)
+    journal.close(remove=True)
     results["output_directory"] = str(out)
     return results
 
@@ -236,6 +255,11 @@ def disabled_plugins(spec: AuditSpec | None, cli: list[str] | None = None) -> di
     return disabled
 
 
+def _plugin_versions(registry: Registry) -> list[dict[str, Any]]:
+    return [{"kind": p.kind, "name": p.name, "distribution": p.distribution, "version": p.version}
+            for p in registry.describe()]
+
+
 def _lap(clock: dict[str, float]) -> float:
     now = time.perf_counter()
     elapsed = now - clock.get("lap", clock["start"])
@@ -276,40 +300,84 @@ def _predict(model: torch.nn.Module, source: Any, spec: AuditSpec, device: torch
 
 def _measure(cells: list[Cell], gallery: Gallery, model: torch.nn.Module, source: Any,
              samples: dict[str, dict[str, Any]], explainers: dict, spec: AuditSpec,
-             device: torch.device, num_classes: int, progress: bool) -> dict[str, dict[str, float]]:
-    """Explain and measure batch by batch; return what each explainer cost (seconds and
-    explanations computed, counted once where computed: gallery or check)."""
+             device: torch.device, num_classes: int, progress: bool,
+             journal: Journal) -> dict[str, dict[str, float]]:
+    """Explain and measure batch by batch, each batch's outcome journaled before it is kept
+    (batches the journal already holds are not recomputed); return what each explainer cost
+    (seconds and explanations computed here, counted once where computed: gallery or check)."""
     batches = -(-len(source) // spec.data.batch_size)
     bar = Progress(batches * sum(cell.active for cell in cells), progress)
     offset = 0
-    for sb in source.batches(spec.data.batch_size):
-        if gallery.complete and not any(cell.active for cell in cells):
+    for index, sb in enumerate(source.batches(spec.data.batch_size)):
+        active = [k for k, cell in enumerate(cells) if cell.active]
+        if gallery.complete and not active:
             break
-        key = "label" if spec.data.target == "label" else "prediction"
-        target = torch.tensor([samples[i][key] for i in sb.ids], device=device)
-        prediction = torch.tensor([samples[i]["prediction"] for i in sb.ids], device=device)
-        batch = Batch(x=sb.x.to(device), target=target, prediction=prediction, sample_ids=sb.ids,
-                      model=model, seed=spec.audit.seed, num_classes=num_classes,
-                      label=None if sb.label is None else sb.label.to(device),
-                      mask=None if sb.mask is None else sb.mask.to(device),
-                      offset=offset, cache=ExplanationCache(explainers, bar))
-        offset += len(batch)
-        bar.begin("gallery")
-        gallery.add(batch)
-        for cell in cells:
-            if not cell.active:
-                continue
-            bar.begin(f"{cell.check.name} x {cell.explainer}")
-            started = time.perf_counter()
-            try:
-                who = f"check {cell.check.name!r} on {cell.explainer!r}"
-                records = validated_records(cell.check.measure(batch, cell.explainer), len(batch), who)
-                cell.keep(sb.ids, records)
-            except Exception as exc:
-                cell.fail_with(exc, "measure")
-            cell.seconds += time.perf_counter() - started
-            bar.end()
+        entry = journal.done.get(index)
+        if entry is None or not gallery.complete:
+            batch = _batch(sb, samples, model, spec, device, num_classes, offset,
+                           ExplanationCache(explainers, bar))
+            bar.begin("gallery")
+            gallery.add(batch)
+        if entry is None:
+            entry = journal.append(_measure_batch(batch, index, cells, active, bar))
+        else:
+            for k in active:  # resumed: the bar moves past what the journal holds
+                bar.begin(f"{cells[k].check.name} x {cells[k].explainer} (journal)")
+                bar.end()
+        _keep(entry, cells)
+        offset += len(sb.ids)
     return bar.close()
+
+
+def _batch(sb: Any, samples: dict[str, dict[str, Any]], model: torch.nn.Module, spec: AuditSpec,
+           device: torch.device, num_classes: int, offset: int, cache: ExplanationCache) -> Batch:
+    key = "label" if spec.data.target == "label" else "prediction"
+    target = torch.tensor([samples[i][key] for i in sb.ids], device=device)
+    prediction = torch.tensor([samples[i]["prediction"] for i in sb.ids], device=device)
+    return Batch(x=sb.x.to(device), target=target, prediction=prediction, sample_ids=sb.ids,
+                 model=model, seed=spec.audit.seed, num_classes=num_classes,
+                 label=None if sb.label is None else sb.label.to(device),
+                 mask=None if sb.mask is None else sb.mask.to(device), offset=offset, cache=cache)
+
+
+def _measure_batch(batch: Batch, index: int, cells: list[Cell], active: list[int],
+                   bar: Progress) -> dict[str, Any]:
+    """Every active cell's `measure` on one batch: the journal entry (records, or the error)."""
+    entry: dict[str, Any] = {"batch": index, "ids": list(batch.sample_ids), "cells": {}}
+    for k in active:
+        cell = cells[k]
+        bar.begin(f"{cell.check.name} x {cell.explainer}")
+        started = time.perf_counter()
+        try:
+            who = f"check {cell.check.name!r} on {cell.explainer!r}"
+            records = validated_records(cell.check.measure(batch, cell.explainer), len(batch), who)
+            try:
+                json.dumps(records)
+            except (TypeError, ValueError) as exc:
+                raise CheckOutputError(f"{who}: records must be JSON-able ({exc})") from None
+            outcome: dict[str, Any] = {"records": records}
+        except Exception as exc:
+            reason, trace = failure(cell.check.name, exc, "measure")
+            outcome = {"error": reason, "traceback": trace}
+        outcome["seconds"] = time.perf_counter() - started
+        entry["cells"][str(k)] = outcome
+        bar.end()
+    return entry
+
+
+def _keep(entry: dict[str, Any], cells: list[Cell]) -> None:
+    """A batch's journal entry into its cells (records, or the cell's ERROR)."""
+    for k, outcome in entry["cells"].items():
+        cell = cells[int(k)]
+        cell.seconds += outcome.get("seconds", 0.0)
+        if "error" in outcome:
+            cell.conclusion = Conclusion(Verdict.ERROR, outcome["error"])
+            cell.traceback = outcome["traceback"]
+            continue
+        try:
+            cell.keep(tuple(entry["ids"]), outcome["records"])
+        except Exception as exc:
+            cell.fail_with(exc, "measure")
 
 
 def _conclude(cell: Cell) -> None:
