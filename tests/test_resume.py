@@ -67,35 +67,26 @@ def test_a_killed_run_resumes_to_the_same_results(spec_path, tmp_path, monkeypat
     assert not (tmp_path / "out" / NAME).exists()
 
 
-def test_a_line_cut_short_is_recomputed(spec_path, tmp_path):
+def test_a_line_cut_short_is_recomputed(spec_path, tmp_path, monkeypatch):
     spec = load_spec(spec_path)
-    out = tmp_path / "out"
     whole = run_audit(spec, spec_path.parent, output_dir=tmp_path / "whole", progress=False)
-    # a journal with the header, one complete batch and a half-written second one
-    from auditor.journal import Journal
-    journal_path = out / NAME
-    run_audit(spec, spec_path.parent, progress=False)  # to learn the key, from a full journal
-    assert not journal_path.exists()
-    import auditor.engine as engine
-    kept = {}
-    real = engine.Journal
+    measure = SanityRandomization.measure
 
-    class Keeping(real):
-        def close(self, remove):
-            kept["text"] = self.path.read_text()
-            super().close(remove)
+    def dies_on_the_second_batch(self, batch, explainer):
+        if batch.offset == 2:
+            raise KeyboardInterrupt
+        return measure(self, batch, explainer)
 
-    engine.Journal = Keeping
-    try:
+    monkeypatch.setattr(SanityRandomization, "measure", dies_on_the_second_batch)
+    with pytest.raises(KeyboardInterrupt):
         run_audit(spec, spec_path.parent, progress=False)
-    finally:
-        engine.Journal = real
-    lines = kept["text"].splitlines()
-    journal_path.write_text("\n".join(lines[:2]) + "\n" + lines[2][: len(lines[2]) // 2])
+    monkeypatch.setattr(SanityRandomization, "measure", measure)
+    journal = tmp_path / "out" / NAME
+    header, first = journal.read_text().splitlines()
+    journal.write_text(f"{header}\n{first}\n{first[: len(first) // 2]}")  # killed mid-write
     resumed = run_audit(spec, spec_path.parent, progress=False, resume=True)
     assert resumed["resumed_batches"] == 1
     assert comparable(resumed) == comparable(whole)
-    del Journal
 
 
 def test_resume_refuses_the_journal_of_another_audit(spec_path, tmp_path):
