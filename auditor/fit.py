@@ -11,7 +11,7 @@ A state is a flat ``dict[str, torch.Tensor]`` (saved with `torch.save`, loaded w
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator
 
 import torch
@@ -23,7 +23,8 @@ Progress = Callable[[int, int, float], None]  # (step done, total steps, loss of
 class FitData:
     """The audit's images for fitting: pixels in [0, 1], ``[B,C,H,W]`` on `device`.
 
-    `stream(steps)` yields exactly `steps` batches of `batch_size` images, reshuffled (seeded by
+    `stream(steps)` yields exactly `steps` batches of `batch_size` images (the spec's
+    ``data.batch_size``, or the explainer's own ``params.batch_size`` when it has one), reshuffled (seeded by
     `seed`) each time the data is exhausted, so a fit is reproducible and its length does not
     depend on the data size. `num_classes` is the model's number of outputs.
     """
@@ -82,7 +83,9 @@ def ensure_fitted(explainers: dict[str, Any], labels: list[str], model: torch.nn
                     f"explainer {label!r} ({explainer.name}) has no fitted state for this model and "
                     f"data in {store.root}: run `auditor fit SPEC --explainer {label}` first, or set "
                     "`fit: auto` in the spec")
-            store.save(meta, fit_one(label, explainer, model, data, show))
+            own = getattr(explainer.params, "batch_size", None)  # an explainer's own fit batch size
+            fit_data = replace(data, batch_size=own) if isinstance(own, int) else data
+            store.save(meta, fit_one(label, explainer, model, fit_data, show))
             state = store.load(meta)
         explainer.load_state(state)
         paths[label] = str(store.path(meta))

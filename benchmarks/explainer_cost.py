@@ -118,6 +118,10 @@ def bench_model(name, args, registry, device) -> dict:
     print("| explainer | seconds | passes | fwd passes |\n|---|---:|---:|---:|")
     for label in args.explainers or sorted(registry.explainers):
         cls = registry.explainers[label].cls
+        if cls.needs_fitting:  # explain cost after a fit: benchmarks/varsal_cost.py, dre_cost.py
+            print(f"| {label} | needs fitting: see benchmarks/{label}_cost.py | - | - |")
+            result["explainers"][label] = {"skipped": "needs fitting"}
+            continue
         try:
             explainer = cls(cls.Params())
             with torch.enable_grad():
