@@ -247,3 +247,15 @@ def test_fit_data_streams_exactly_the_steps_asked_reshuffled():
     assert len(batches) == 7 and all(b.shape == (2, 3, 16, 16) for b in batches)
     again = list(FitData(Source(), torch.device("cpu"), seed=3, batch_size=2, num_classes=3).stream(7))
     assert all(torch.equal(a, b) for a, b in zip(batches, again))
+
+
+def test_varsal_and_dre_fit_through_the_engine_and_reload(tmp_path):
+    """The real trainable explainers, tiny budgets: `fit: auto` fits, the state round-trips
+    through the store (weights_only), and the checks read their capabilities."""
+    params = {"varsal": {"steps": 3, "width": 4, "depth": 2, "batch_size": 4},
+              "dre": {"steps": 3, "embedding_steps": 2}}
+    cells = run_check("varsal_uncertainty", ["varsal", "dre"], explainer_params=params, samples=4,
+                      size=16, params={"corruptions": ["gaussian_noise"]})
+    by = {c["explainer"]: c for c in cells}
+    assert by["varsal"]["verdict"] in ("PASS", "FAIL"), by["varsal"]["reason"]
+    assert by["dre"]["verdict"] == "SKIPPED" and "uncertainty" in by["dre"]["reason"]

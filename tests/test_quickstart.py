@@ -66,7 +66,12 @@ def test_quickstart_cli_end_to_end(tmp_path):
     code, out, err = run_cli("run", str(QUICKSTART / "audit.yaml"), "--quiet", "--output", str(tmp_path))
     assert code == 1, err  # guided_backprop fails by design
     results = json.loads((tmp_path / "results.json").read_text())
-    verdicts = {c["explainer"]: c["verdict"] for c in results["cells"]}
+    assert [c["name"] for c in results["checks"]] == [
+        "sanity_randomization", "class_sensitivity", "adversarial_robustness", "faithfulness",
+        "localisation", "complexity"]
+    cells = {(c["check"], c["explainer"]): c for c in results["cells"]}
+    verdicts = {c["explainer"]: c["verdict"] for c in results["cells"]
+                if c["check"] == "sanity_randomization"}
     assert set(verdicts) == {"gradient", "input_x_gradient", "guided_backprop", "integrated_gradients",
                              "smoothgrad", "gradcam", "smoe_scale", "srd", "trgbp"}
     # the known outcomes of examples/quickstart/README.md ("What the audit finds")
@@ -76,5 +81,17 @@ def test_quickstart_cli_end_to_end(tmp_path):
     assert results["verdict"] == "FAIL"
     # TR-GBP paper Fig. 5: its refinements make guided backprop pass the randomization check.
     assert verdicts["guided_backprop"] == "FAIL" and verdicts["trgbp"] == "PASS", out
+    # the other checks' known outcomes on the same run (tests/test_<check>.py test them in depth)
+    sensitivity = {e: cells[("class_sensitivity", e)]["verdict"] for e in ("guided_backprop", "trgbp",
+                                                                          "gradcam", "smoe_scale")}
+    assert sensitivity == {"guided_backprop": "FAIL", "trgbp": "PASS", "gradcam": "PASS",
+                           "smoe_scale": "SKIPPED"}
+    attacked = cells[("adversarial_robustness", "gradient")]["metrics"]
+    assert attacked["attack_ssim"] < attacked["noise_ssim"] - 0.1 and attacked["prediction_kept"] >= 0.75
+    assert cells[("adversarial_robustness", "trgbp")]["reason"].startswith("noise stability only")
+    for explainer in ("gradcam", "integrated_gradients"):
+        assert cells[("faithfulness", explainer)]["metrics"]["insertion_margin"] > 0.05
+    for explainer in ("gradcam", "srd"):
+        assert cells[("localisation", explainer)]["metrics"]["pointing_game"] > 0.5
     assert {p.name for p in tmp_path.iterdir()} == {"results.json", "junit.xml", "report.html", "report.pdf",
                                                 "manifest.json"}
