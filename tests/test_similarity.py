@@ -2,11 +2,12 @@
 import numpy as np
 import pytest
 import torch
-from scipy.stats import pearsonr, spearmanr
+from scipy.stats import pearsonr, rankdata, spearmanr
 from skimage.metrics import structural_similarity
 
-from auditor_plugins.lib.similarity import (METRICS, Reference, is_constant, row_pearson, similarities,
-                                            unit_range)
+from auditor_plugins.lib import similarity
+from auditor_plugins.lib.similarity import (METRICS, Reference, is_constant, ranks, row_pearson, similarities,
+                                            ssim_rows, unit_range)
 
 
 def test_agrees_with_scipy_and_skimage():
@@ -121,3 +122,77 @@ def test_agrees_with_references_on_saliency_like_maps(size):
         assert np.isclose(sims["ssim"][i], structural_similarity(ua, ub, data_range=1.0), atol=1e-6)
     assert np.isclose(sims["ssim"][3], 1.0) and np.isclose(sims["spearman_abs"][3], 1.0)
     assert np.isclose(sims["pearson"][3], -1.0)
+
+
+def _skimage_ssim(ua: np.ndarray, ub: np.ndarray) -> float:
+    side = min(7, *ua.shape)
+    return structural_similarity(ua, ub, data_range=1.0, win_size=side if side % 2 else side - 1)
+
+
+@pytest.mark.parametrize("size", [(7, 7), (8, 8), (9, 12), (16, 15), (31, 31), (64, 64), (7, 40)])
+def test_batched_ssim_is_scikit_image_ssim_on_random_and_structured_maps(size):
+    """Float64, so the batched formula (one pooling, cropped borders) must match to ~1e-12."""
+    g = torch.Generator().manual_seed(sum(size))
+    noise = torch.rand(3, *size, generator=g, dtype=torch.float64)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size[0], dtype=torch.float64),
+                            torch.linspace(-1, 1, size[1], dtype=torch.float64), indexing="ij")
+    blob = torch.exp(-((xx - 0.3) ** 2 + yy ** 2) / 0.2)
+    a = torch.stack([noise[0], blob, blob * (xx > 0)])                 # random, smooth, a hard edge
+    b = torch.stack([noise[1], blob.roll(2, dims=1) + 0.1 * noise[2], (blob > 0.5).double()])
+    ua, ub = unit_range(a), unit_range(b)
+    ours = ssim_rows(ua, ub)
+    expected = [_skimage_ssim(ua[i], ub[i]) for i in range(3)]
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-10)
+
+
+def test_ranks_average_ties_like_scipy_rankdata():
+    """Heavy ties (ReLU'd maps: most pixels exactly 0), ties at both ends, all-equal rows,
+    negative zero, and a NaN row (scipy propagates: all NaN)."""
+    g = torch.Generator().manual_seed(7)
+    rows = torch.randn(6, 500, generator=g, dtype=torch.float64)
+    rows[0] = rows[0].clamp_min(0.8)                                  # ~80% tied at the bottom
+    rows[1] = rows[1].round()                                          # a handful of tied values
+    rows[2] = rows[2].clamp(-0.5, 0.5)                                 # ties at both ends
+    rows[3] = 2.0                                                      # one run
+    rows[4, ::2] = 0.0
+    rows[4, 1::4] = -0.0                                               # -0 == 0: one tie group
+    rows[5, 17] = float("nan")
+    np.testing.assert_array_equal(ranks(rows.numpy()), rankdata(rows.numpy(), axis=1))
+
+
+def test_spearman_with_heavy_ties_and_pearson_match_scipy():
+    g = torch.Generator().manual_seed(8)
+    a = torch.randn(5, 40, 40, generator=g).clamp_min(0.5)
+    b = (a + torch.randn(5, 40, 40, generator=g)).clamp_min(1.0)
+    sims = similarities(a, b)
+    for i in range(5):
+        x, y = a[i].double().flatten().numpy(), b[i].double().flatten().numpy()
+        assert abs(sims["spearman"][i] - spearmanr(x, y).statistic) < 1e-12
+        assert abs(sims["pearson"][i] - pearsonr(x, y).statistic) < 1e-12
+    np.testing.assert_allclose(row_pearson(a.flatten(1).double().numpy(), b.flatten(1).double().numpy()),
+                               sims["pearson"], atol=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_the_work_stays_on_the_device_and_gives_the_cpu_numbers():
+    g = torch.Generator().manual_seed(9)
+    a = torch.randn(8, 64, 64, generator=g).clamp_min(0)
+    b = a.roll(3, dims=2) + 0.5 * torch.randn(8, 64, 64, generator=g)
+    b[2] = 0.0
+    reference = Reference(a.cuda())
+    assert reference.ranks.is_cuda and reference.unit.is_cuda
+    on_gpu, on_cpu = reference.compare(b.cuda()), similarities(a, b)
+    for m in METRICS:
+        np.testing.assert_allclose(on_gpu[m], on_cpu[m], atol=1e-9, equal_nan=True)
+    assert np.isnan(on_gpu["ssim"][2]) and not np.isnan(on_gpu["ssim"][[0, 1, 3]]).any()
+
+
+def test_cache_sized_chunks_on_the_cpu_give_the_whole_batch_numbers(monkeypatch):
+    """On the CPU ranks, unit range and SSIM run on chunks of the batch (5 maps -> 2 + 2 + 1)."""
+    g = torch.Generator().manual_seed(10)
+    a, b = torch.randn(5, 16, 16, generator=g), torch.randn(5, 16, 16, generator=g).clamp_min(0)
+    whole = similarities(a, b)
+    monkeypatch.setattr(similarity, "CPU_CHUNK_PIXELS", 2 * 16 * 16)
+    chunked = similarities(a, b)
+    for m in METRICS:
+        np.testing.assert_array_equal(chunked[m], whole[m])
