@@ -18,9 +18,23 @@ REGISTRY = load_registry()
 NAMES = sorted(REGISTRY.explainers)
 
 
+TINY_FITS = {"varsal": {"steps": 2, "width": 4, "depth": 2, "batch_size": 3},
+             "dre": {"steps": 2, "embedding_steps": 1}}
+
+
 def make(name, **params):
+    """An explainer with default params; a trainable one fitted briefly (a few steps) on noise."""
+    from auditor.fit import FitData
+
     cls = REGISTRY.explainers[name].cls
-    return cls(cls.Params(**params))
+    if not cls.needs_fitting:
+        return cls(cls.Params(**params))
+    explainer = cls(cls.Params(**{**TINY_FITS.get(name, {}), **params}))
+    noise = [{"x": torch.rand(3, 16, 12, generator=torch.Generator().manual_seed(i))} for i in range(6)]
+    model = prepare(LoadedModel(build(), "", ""), (0.5,) * 3, (0.5,) * 3, torch.device("cpu"))
+    explainer.load_state(explainer.fit(model, FitData(noise, torch.device("cpu"), 0, 3, 3),
+                                       lambda *_: None))
+    return explainer
 
 
 @pytest.fixture(scope="module")

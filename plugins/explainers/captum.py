@@ -98,6 +98,11 @@ class GuidedBackpropExplainer(Explainer):
     Params = SumParams
 
     def explain(self, model, x, target, *, create_graph=False):
+        if not any(isinstance(m, torch.nn.ReLU) for m in model.modules()):
+            raise ValueError("guided_backprop needs nn.ReLU modules for the guided rule "
+                             "(Springenberg et al. 2015); the model has none (GELU/SiLU/Hardswish "
+                             "networks, functional relu calls), so the map would be the plain "
+                             "gradient: use the gradient explainer")
         if create_graph:
             with guided_relus(model):
                 grad = class_score_gradient(model, x, target, create_graph=True)

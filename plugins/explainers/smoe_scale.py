@@ -198,8 +198,9 @@ def detect_scales(model: torch.nn.Module, x: torch.Tensor) -> dict[Tap, torch.Te
         def hook(module, args, output):
             running.pop()
             call = calls[name] = calls.get(name, -1) + 1
-            if not (isinstance(output, torch.Tensor) and output.dim() == 4):
-                return
+            if not (isinstance(output, torch.Tensor) and output.dim() == 4 and
+                    is_image_of(tuple(output.shape[-2:]), tuple(x.shape[-2:]))):
+                return  # not a [B,C,H,W] map: e.g. Swin's and ConvNeXt's channels-last [B,H,W,C]
             size = tuple(output.shape[-2:])
             if previous and size[0] * size[1] < previous[0][0] * previous[0][1]:
                 for t in [*running, args[0] if args else None]:  # outermost first, then this one
@@ -222,6 +223,14 @@ def detect_scales(model: torch.nn.Module, x: torch.Tensor) -> dict[Tap, torch.Te
     return dict(found.values())
 
 
+def is_image_of(hw: tuple[int, int], input_hw: tuple[int, int]) -> bool:
+    """Whether the last two axes ``hw`` of an activation can be the input's ``[H, W]``
+    downsampled: no larger and the same aspect ratio up to one cell of rounding. Channels-last
+    ``[B,H,W,C]`` tensors (Swin, ConvNeXt blocks) fail it unless W = C by chance."""
+    (h, w), (height, width) = hw, input_hw
+    return h <= height and w <= width and abs(h * width - w * height) <= max(height, width)
+
+
 def _tap(model: torch.nn.Module, x: torch.Tensor, taps: list[Tap]) -> dict[Tap, torch.Tensor]:
     """One forward pass without gradients; the output of each (module, call)."""
     modules = dict(model.named_modules())
@@ -239,7 +248,8 @@ def _tap(model: torch.nn.Module, x: torch.Tensor, taps: list[Tap]) -> dict[Tap, 
     _forward(model, x, [modules[n].register_forward_hook(record(n, c)) for n, c in dict.fromkeys(taps)])
     for tap in taps:
         out = seen.get(tap)
-        if not (isinstance(out, torch.Tensor) and out.dim() == 4):
+        if not (isinstance(out, torch.Tensor) and out.dim() == 4
+                and is_image_of(tuple(out.shape[-2:]), tuple(x.shape[-2:]))):
             got = "no output" if out is None else type(out).__name__ + \
                 (f" of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else "")
             raise ValueError(f"layer {tap[0]!r} gave {got}, expected a 4-D [B,C,H,W] activation")
