@@ -21,6 +21,9 @@ def _run(args: argparse.Namespace) -> int:
     from .spec import load_spec
 
     spec = load_spec(args.spec)
+    if args.engine:
+        spec = spec.model_copy(update={"execution": spec.execution.model_copy(
+            update={"engine": args.engine})})
     registry = load_registry(disabled=disabled_plugins(spec, args.disable_plugin))
     results = run_audit(spec, Path(args.spec).parent, registry=registry, output_dir=args.output,
                         progress=not args.quiet, strict=args.strict, resume=args.resume)
@@ -163,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--strict", action="store_true", help="borderline cells (a verdict metric's "
                      "95%% interval straddles its threshold) fail the audit")
+    run.add_argument("--engine", choices=["local", "ray"], help="where batches are measured "
+                     "(default: the spec's execution.engine); ray needs the ray extra")
     run.add_argument("--resume", action="store_true", help="continue a killed run from the "
                      "journal in its output directory: only the batches it lacks are computed")
     _disable_flag(run)

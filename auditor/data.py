@@ -90,6 +90,19 @@ class SampleSource(torch.utils.data.Dataset):
         """Sample `index` as a dict with x, label, mask, id, digest."""
         raise NotImplementedError
 
+    def batch_at(self, position: int, batch_size: int) -> SampleBatch | None:
+        """Batch number `position` of `batches` (the same samples), read on its own: what a
+        remote worker reads; None when every sample of it was skipped."""
+        start = position * batch_size
+        return _collate([self[i] for i in range(start, min(len(self), start + batch_size))])
+
+    def offsets(self, batch_size: int) -> list[int]:
+        """For each batch position, how many readable samples come before it (after one full
+        pass, `skipped` is complete)."""
+        skipped = {entry["id"] for entry in self.skipped}
+        kept = [self.sample_id(int(self.order[i])) not in skipped for i in range(len(self))]
+        return [sum(kept[:start]) for start in range(0, len(self), batch_size)]
+
     def batches(self, batch_size: int) -> Iterator[SampleBatch]:
         loader = torch.utils.data.DataLoader(self, batch_size=batch_size, collate_fn=_collate)
         for batch in loader:

@@ -163,11 +163,17 @@ def run_audit(spec: AuditSpec, base_dir: Path, registry: Registry | None = None,
     gallery = Gallery(spec.output.gallery_samples, explainers)
     journal = Journal(out, audit_key(spec.model_dump(mode="json"), loaded.fingerprint,
                                      data_fingerprint, _plugin_versions(registry)), resume)
+    runner = None
+    if spec.execution.engine == "ray":
+        from .distributed import RayRunner
+        runner = RayRunner(spec, base_dir, dict(registry.blocked), samples, num_classes, states)
     try:
         costs = _measure(cells, gallery, model, source, samples, explainers, spec, device,
-                         num_classes, progress, journal)
+                         num_classes, progress, journal, runner)
     finally:
         journal.close(remove=False)
+        if runner is not None:
+            runner.close()
     resumed = len(journal.done)
     durations["measure"] = _lap(clock)
     for cell in cells:
@@ -301,31 +307,42 @@ def _predict(model: torch.nn.Module, source: Any, spec: AuditSpec, device: torch
 def _measure(cells: list[Cell], gallery: Gallery, model: torch.nn.Module, source: Any,
              samples: dict[str, dict[str, Any]], explainers: dict, spec: AuditSpec,
              device: torch.device, num_classes: int, progress: bool,
-             journal: Journal) -> dict[str, dict[str, float]]:
+             journal: Journal, runner: Any = None) -> dict[str, dict[str, float]]:
     """Explain and measure batch by batch, each batch's outcome journaled before it is kept
     (batches the journal already holds are not recomputed); return what each explainer cost
     (seconds and explanations computed here, counted once where computed: gallery or check)."""
-    batches = -(-len(source) // spec.data.batch_size)
-    bar = Progress(batches * sum(cell.active for cell in cells), progress)
-    offset = 0
-    for index, sb in enumerate(source.batches(spec.data.batch_size)):
+    size = spec.data.batch_size
+    offsets = source.offsets(size)
+    bar = Progress(len(offsets) * sum(cell.active for cell in cells), progress)
+    remote = runner.measure(offsets, [k for k, c in enumerate(cells) if c.active], journal.done) \
+        if runner is not None else None  # entries of the batches the journal lacks, in order
+    for index, offset in enumerate(offsets):
         active = [k for k, cell in enumerate(cells) if cell.active]
         if gallery.complete and not active:
             break
         entry = journal.done.get(index)
-        if entry is None or not gallery.complete:
-            batch = _batch(sb, samples, model, spec, device, num_classes, offset,
-                           ExplanationCache(explainers, bar))
+        sb = source.batch_at(index, size) if entry is None and remote is None or not gallery.complete \
+            else None
+        batch = None if sb is None else _batch(sb, samples, model, spec, device, num_classes, offset,
+                                               ExplanationCache(explainers, bar))
+        if batch is not None and not gallery.complete:
             bar.begin("gallery")
             gallery.add(batch)
-        if entry is None:
+        if entry is None and remote is not None:
+            entry = next(remote, None)
+            if entry is not None:
+                entry = journal.append(entry)
+                for k in active:
+                    bar.begin(f"{cells[k].check.name} x {cells[k].explainer} (worker)")
+                    bar.end()
+        elif entry is None and batch is not None:
             entry = journal.append(_measure_batch(batch, index, cells, active, bar))
         else:
             for k in active:  # resumed: the bar moves past what the journal holds
                 bar.begin(f"{cells[k].check.name} x {cells[k].explainer} (journal)")
                 bar.end()
-        _keep(entry, cells)
-        offset += len(sb.ids)
+        if entry is not None:  # None: every sample of the batch was skipped
+            _keep(entry, cells)
     return bar.close()
 
 

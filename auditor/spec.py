@@ -256,6 +256,17 @@ class FitSection(Strict):
         return {"when_missing": value} if isinstance(value, str) else value  # `fit: auto`
 
 
+class ExecutionSection(Strict):
+    """Where batches are measured: in this process, or on Ray workers (the `ray` extra)."""
+
+    engine: Literal["local", "ray"] = Field("local", description=(
+        "local: this process; ray: stateful Ray workers that load the model from the spec"))
+    address: str | None = Field(None, description=(
+        "Ray cluster: null starts a local Ray with num_workers processes; 'auto' or 'ray://host:port'"))
+    num_workers: int = Field(2, ge=1, le=4096, description="Ray workers (actors)")
+    num_gpus_per_worker: float = Field(0.0, ge=0, le=64, description="GPUs each worker reserves")
+
+
 class AuditSpec(Strict):
     audit: AuditSection
     model: ModelSection
@@ -265,6 +276,7 @@ class AuditSpec(Strict):
     output: OutputSection = OutputSection()
     plugins: PluginsSection = PluginsSection()
     fit: FitSection = FitSection()
+    execution: ExecutionSection = ExecutionSection()
 
     @model_validator(mode="after")
     def _labels(self) -> "AuditSpec":

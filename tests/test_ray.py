@@ -1,0 +1,76 @@
+"""Ray execution: the quickstart measured on two local Ray workers gives the local engine's
+verdicts, metrics and records; a plugin's exception on a worker is that cell's ERROR with the
+remote traceback; asking for Ray without the extra is a clear error."""
+from __future__ import annotations
+
+import builtins
+
+import pytest
+
+from auditor.engine import run_audit
+from auditor.errors import SpecError
+from auditor.spec import load_spec, parse_spec
+
+from conftest import QUICKSTART
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
+
+
+def quickstart(engine: str, out, **changes) -> dict:
+    spec = load_spec(QUICKSTART / "audit.yaml").model_dump(mode="json")
+    spec["explainers"] = [{"name": "gradient"}, {"name": "guided_backprop"}]
+    spec["checks"] = [{"name": "sanity_randomization", "params": {"independent": False}},
+                      {"name": "class_sensitivity"}, {"name": "complexity"}]
+    spec["execution"] = {"engine": engine, "num_workers": 2}
+    spec["output"].update(formats=["json"], gallery_samples=2, directory=str(out))
+    spec.update(changes)
+    return run_audit(parse_spec(spec, QUICKSTART), QUICKSTART, progress=False)
+
+
+def comparable(results: dict) -> list:
+    return [(c["check"], c["explainer"], c["verdict"], c["reason"], c["metrics"], c["records"])
+            for c in results["cells"]]
+
+
+@pytest.fixture(scope="module")
+def local_and_ray(tmp_path_factory):
+    try:
+        yield (quickstart("local", tmp_path_factory.mktemp("local")),
+               quickstart("ray", tmp_path_factory.mktemp("ray")))
+    finally:
+        ray.shutdown()
+
+
+def test_ray_gives_the_local_results(local_and_ray):
+    local, remote = local_and_ray
+    assert comparable(remote) == comparable(local)
+    assert {(c["check"], c["explainer"]): c["verdict"] for c in remote["cells"]}[
+        ("sanity_randomization", "guided_backprop")] == "FAIL"
+    assert remote["gallery"] == local["gallery"]
+
+
+def test_an_exception_on_a_worker_is_the_cells_error(tmp_path):
+    try:
+        results = quickstart("ray", tmp_path, checks=[
+            {"name": "sanity_randomization", "params": {"blocks": ["no_such_layer"]}}])
+    finally:
+        ray.shutdown()
+    for cell in results["cells"]:
+        assert cell["verdict"] == "ERROR"
+        assert "no_such_layer" in cell["reason"] and "Traceback" in cell["traceback"]
+
+
+def test_ray_without_the_extra_is_a_clear_error(monkeypatch):
+    from auditor import distributed
+
+    real = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray":
+            raise ImportError("No module named 'ray'")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(SpecError, match=r"execution.engine: Ray is not installed; install the "
+                                        r"extra: pip install -e '.\[ray\]'"):
+        distributed._ray()
