@@ -79,12 +79,14 @@ def tiny_spec(tiny_dir, tmp_path):
 
 @pytest.fixture(scope="session")
 def quickstart_run(tmp_path_factory):
-    """The quickstart audit with three explainers (gradient, guided_backprop, gradcam), every output."""
+    """The quickstart audit with three explainers (gradient, guided_backprop, gradcam) and the
+    sanity check (the other checks have their own tests and the end-to-end CLI test), every output."""
     from auditor.engine import run_audit
     from auditor.spec import load_spec, parse_spec
 
     spec = load_spec(QUICKSTART / "audit.yaml").model_dump(mode="json")
     spec["explainers"] = [{"name": "gradient"}, {"name": "guided_backprop"}, {"name": "gradcam"}]
+    spec["checks"] = [c for c in spec["checks"] if c["name"] == "sanity_randomization"]
     spec["output"]["formats"] = ["json", "junit", "html", "pdf"]
     out = tmp_path_factory.mktemp("quickstart")
     results = run_audit(parse_spec(spec, QUICKSTART), QUICKSTART, output_dir=out, progress=False)

@@ -51,11 +51,16 @@ def small(name, **params):
 
 
 def smooth_model(dtype=torch.float64):
-    """A CNN with smooth activations only, so the maps' input derivatives do not vanish."""
+    """A CNN with smooth activations only, so the maps' input derivatives do not vanish: its
+    nn.ReLU runs as softplus (the attack's surrogate, `SoftplusModel`, beta 1), which guided
+    backprop's rule needs (it refuses a network without nn.ReLU)."""
+    from auditor_plugins.lib.softplus import SoftplusModel
+
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Softplus(), nn.Conv2d(4, 5, 3, padding=1),
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 3, padding=1),
                         nn.Tanh(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(20, 3))
-    return prepare(LoadedModel(net, "", ""), (0.5,) * 3, (0.5,) * 3, torch.device("cpu")).to(dtype)
+    model = prepare(LoadedModel(net, "", ""), (0.5,) * 3, (0.5,) * 3, torch.device("cpu")).to(dtype)
+    return SoftplusModel(model, 1.0)
 
 
 @pytest.fixture(scope="module")
