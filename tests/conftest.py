@@ -124,3 +124,27 @@ class GuidedReLU(torch.autograd.Function):
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
         return grad * (x > 0) * (grad > 0)
+
+
+def quickstart_model():
+    """The quickstart CNN with its weights, normalization folded in (as `auditor run` prepares it)."""
+    import importlib.util
+
+    from auditor.model import LoadedModel, prepare
+
+    spec = importlib.util.spec_from_file_location("quickstart_model_shared", QUICKSTART / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    net = module.build_model(num_classes=4)
+    net.load_state_dict(torch.load(QUICKSTART / "weights.pt", weights_only=True))
+    return prepare(LoadedModel(net, "quickstart", "quickstart"), (0.5,) * 3, (0.25,) * 3,
+                   torch.device("cpu"))
+
+
+def quickstart_source():
+    """The quickstart's 32 images (64 px) with labels and masks, as a data source."""
+    from auditor.data import ManifestSource
+
+    return ManifestSource(QUICKSTART / "data" / "manifest.csv", (64, 64),
+                          ["circle", "square", "triangle", "cross"], limit=None, seed=0,
+                          skip_errors=False)

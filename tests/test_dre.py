@@ -2,7 +2,6 @@
 detection by resolution (§4.1), fitting (Eqs. 4 and 9, §4.1) with a state that round-trips,
 one model forward pass per explanation, DRE+ weights (§4.4.1), and on the quickstart model a
 fitted DRE beating the plain gradient on insertion (§4.2.1, Table 3)."""
-import importlib.util
 import io
 
 import numpy as np
@@ -13,7 +12,7 @@ import torchvision
 from pydantic import ValidationError
 
 from auditor.fit import FitData, NotFittedError
-from auditor.model import LoadedModel, prepare, read_weights
+from auditor.model import LoadedModel, prepare
 from auditor.testing import tiny_model, tiny_samples
 from auditor_plugins.explainers.dre import DRE
 from auditor_plugins.explainers.dre.controller import control
@@ -24,7 +23,7 @@ from auditor_plugins.explainers.dre.tuning import insertion_weights
 from auditor_plugins.lib.perturbation import (Cost, PixelPath, canvas, curve_probabilities,
                                               fractions, ranks_of, saliency_order, step_counts,
                                               tie_keys, trapezoid_auc)
-from conftest import QUICKSTART
+from conftest import QUICKSTART, quickstart_model
 
 CPU = torch.device("cpu")
 
@@ -55,15 +54,6 @@ def test_controller_is_monotonic_and_makes_scores_right_skewed(name):
 def test_controller_of_a_constant_map_is_constant():
     z = control(torch.full((2, 1, 4, 4), 3.0))
     assert torch.allclose(z, torch.full_like(z, 0.5 ** 2.5))
-
-
-def quickstart_model():
-    spec = importlib.util.spec_from_file_location("quickstart_model", QUICKSTART / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    net = module.build_model(4)
-    net.load_state_dict(read_weights(QUICKSTART / "weights.pt", allow_pickle=False))
-    return prepare(LoadedModel(net, "quickstart", "quickstart"), (0.5,) * 3, (0.25,) * 3, CPU)
 
 
 def test_feature_layers_are_the_last_module_of_each_resolution():

@@ -3,7 +3,6 @@ top-k keeps k pixels' worth of mass and tends to the hard top-k; fitting is seed
 audited model alone, lowers the objective on a fixed batch, survives a state round trip; known
 outcome on the quickstart (a short fit): the loss halves, the posterior-mean maps beat a random
 pixel order on insertion and rank the object-mask pixels far above chance."""
-import importlib.util
 import io
 import time
 
@@ -12,9 +11,7 @@ import pydantic
 import pytest
 import torch
 
-from auditor.data import ManifestSource
 from auditor.fit import FitData, NotFittedError
-from auditor.model import LoadedModel, prepare
 from auditor.plugins import load_registry
 from auditor.testing import tiny_model, tiny_samples
 from auditor_plugins.explainers.captum import Gradient
@@ -24,7 +21,7 @@ from auditor_plugins.explainers.varsal.prior import kl_to_soft_tv, soft_tv_covar
 from auditor_plugins.lib.perturbation import (Cost, PixelPath, canvas, curve_probabilities,
                                               fractions, ranks_of, saliency_order, step_counts,
                                               tie_keys, trapezoid_auc)
-from conftest import QUICKSTART
+from conftest import quickstart_model, quickstart_source
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -48,15 +45,7 @@ def fit_data(x, batch_size, seed=0, classes=3):
 
 def quickstart_model_and_data():
     """The prepared quickstart CNN and its 32 images [32,3,64,64] with masks [32,64,64]."""
-    spec = importlib.util.spec_from_file_location("qs_model_varsal", QUICKSTART / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    net = module.build_model(num_classes=4)
-    net.load_state_dict(torch.load(QUICKSTART / "weights.pt", weights_only=True))
-    model = prepare(LoadedModel(net, "", ""), (0.5,) * 3, (0.25,) * 3, torch.device("cpu"))
-    source = ManifestSource(QUICKSTART / "data" / "manifest.csv", (64, 64),
-                            ["circle", "square", "triangle", "cross"], limit=None, seed=0,
-                            skip_errors=False)
+    model, source = quickstart_model(), quickstart_source()
     items = [source[i] for i in range(len(source))]
     return model, torch.stack([i["x"] for i in items]), torch.stack([i["mask"] for i in items]).bool()
 

@@ -13,15 +13,13 @@ import pytest
 import torch
 
 from auditor import Batch, Explainer, Params
-from auditor.data import ManifestSource
 from auditor.explain import ExplanationCache
 from auditor.fit import FitData
-from auditor.model import LoadedModel, prepare
 from auditor.testing import run_check, tiny_model
 from auditor_plugins.checks.varsal_uncertainty import VarsalUncertainty, uncertainty_scores
 from auditor_plugins.lib.corruptions import CORRUPTIONS, corrupt
 
-from conftest import QUICKSTART
+from conftest import quickstart_model, quickstart_source
 
 
 def grad_magnitude(model, x, target):
@@ -205,15 +203,7 @@ def varsal_class():
 
 @pytest.fixture(scope="module")
 def quickstart():
-    spec = importlib.util.spec_from_file_location("qs_model_varsal_u", QUICKSTART / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    net = module.build_model(num_classes=4)
-    net.load_state_dict(torch.load(QUICKSTART / "weights.pt", weights_only=True))
-    model = prepare(LoadedModel(net, "", ""), (0.5,) * 3, (0.25,) * 3, torch.device("cpu"))
-    source = ManifestSource(QUICKSTART / "data" / "manifest.csv", (64, 64),
-                            ["circle", "square", "triangle", "cross"], limit=None, seed=0,
-                            skip_errors=False)
+    model, source = quickstart_model(), quickstart_source()
     return model, source
 
 
