@@ -3,7 +3,6 @@ a class-coded border stripe where there is one makes errors that the border expl
 (TR-GBP §5.4, Eq. 12) predicts them: ROC-AUC clearly above chance (the paper: 0.61-0.62 for
 TR-GBP on ImageNet, Table 2)."""
 import csv
-import sys
 
 import numpy as np
 import pytest
@@ -24,6 +23,17 @@ def shortcut_run(tmp_path_factory):
     results = run_audit(parse_spec(spec, SHORTCUT), SHORTCUT,
                         output_dir=tmp_path_factory.mktemp("shortcut"), progress=False)
     return {c["explainer"]: c for c in results["cells"]}
+
+
+def shortcut_dataset():
+    """examples/shortcut/dataset.py under its own module name (the quickstart's tests import the
+    quickstart's `dataset`: a plain `import dataset` would get whichever came first)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("shortcut_dataset", SHORTCUT / "dataset.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def striped() -> dict[str, bool]:
@@ -57,9 +67,7 @@ def test_srd_flags_the_border_cue(shortcut_run):
 
 
 def test_generator_is_deterministic_and_the_stripe_is_in_the_band():
-    sys.path.insert(0, str(SHORTCUT))
-    import dataset
-
+    dataset = shortcut_dataset()
     from auditor_plugins.checks.ibd_error_flagging import band_width
 
     a, b = dataset.test_set(8, 5, 0.5, 64), dataset.test_set(8, 5, 0.5, 64)
@@ -73,8 +81,7 @@ def test_generator_is_deterministic_and_the_stripe_is_in_the_band():
 
 
 def test_training_labels_follow_the_stripe():
-    sys.path.insert(0, str(SHORTCUT))
-    import dataset
+    dataset = shortcut_dataset()
 
     images, labels, codes = dataset.training_set(200, 3, 0.4, 64)
     assert np.array_equal(labels[codes >= 0], codes[codes >= 0])  # the stripe decides the label
