@@ -36,7 +36,8 @@ class _Worker:
                  samples: dict[str, dict[str, Any]], num_classes: int, states: dict[str, str]):
         import torch
 
-        from .engine import Cell, _load, resolve_device, seed_everything
+        from .cells import Cell
+        from .engine import _load, resolve_device, seed_everything
         from .plugins import load_registry
         from .spec import parse_spec
 
@@ -55,7 +56,7 @@ class _Worker:
         self.samples, self.num_classes = samples, num_classes
 
     def measure(self, index: int, offset: int, active: list[int]) -> dict[str, Any] | None:
-        from .engine import _batch, _measure_batch
+        from .cells import make_batch, measure_batch
         from .explain import ExplanationCache
         from .progress import Progress
 
@@ -63,9 +64,9 @@ class _Worker:
         if sb is None:
             return None
         bar = Progress(0, False)
-        batch = _batch(sb, self.samples, self.model, self.spec, self.device, self.num_classes,
+        batch = make_batch(sb, self.samples, self.model, self.spec, self.device, self.num_classes,
                        offset, ExplanationCache(self.explainers, bar))
-        return _measure_batch(batch, index, self.cells, active, bar)
+        return measure_batch(batch, index, self.cells, active, bar)
 
 
 class RayRunner:

@@ -8,14 +8,11 @@ A plugin that raises or breaks the protocol turns only its own check x explainer
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import platform
 import random
 import sys
 import time
-import traceback
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -25,11 +22,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .batch import Batch
-from .check import (AuditContext, Check, CheckOutputError, CheckSpecError, Conclusion, Verdict,
-                    validated_conclusion, validated_records)
+from .cells import Cell, conclude, measure_all
+from .check import AuditContext, Check, CheckSpecError, Conclusion, Verdict
 from .errors import AuditorError, SpecError
-from .explain import ExplainerError, ExplanationCache
 from .fit import FitData, ensure_fitted
 from .gallery import Gallery
 from .journal import Journal, audit_key
@@ -38,62 +33,9 @@ from .model import prepare
 from .outputs import mark_running
 from .outputs import write_outputs as write_set
 from .plugins import Registry, load_registry
-from .progress import Progress
 from .results import SCHEMA_VERSION
 from .spec import AuditSpec
 from .state_store import StateStore, default_store
-
-
-@dataclass
-class Cell:
-    """One check x explainer pair: its records, then its conclusion."""
-
-    check: Check
-    check_index: int
-    explainer: str
-    records: list[dict[str, Any]] = field(default_factory=list)
-    exemplars: dict[str, Any] = field(default_factory=dict)  # sample id -> a record's pictures
-    conclusion: Conclusion | None = None
-    traceback: str = ""
-    seconds: float = 0.0
-
-    @property
-    def active(self) -> bool:
-        return self.conclusion is None
-
-    def fail_with(self, exc: BaseException, stage: str) -> None:
-        """ERROR with a reason that names who raised: the explainer, or the check itself."""
-        reason, self.traceback = failure(self.check.name, exc, stage)
-        self.conclusion = Conclusion(Verdict.ERROR, reason)
-
-    def keep(self, sample_ids: tuple[str, ...], records: list[dict[str, Any]]) -> None:
-        """Store a batch's records; pictures (a record's ``exemplar``) are kept apart, for at
-        most ``check.max_exemplars`` samples, so results.json's records stay small numbers."""
-        for sample_id, record in zip(sample_ids, records):
-            if "exemplar" in record:
-                self.exemplars[sample_id] = record.pop("exemplar")
-            self.records.append({"sample": sample_id, **record})
-        if len(self.exemplars) > self.check.max_exemplars:
-            raise CheckOutputError(
-                f"check {self.check.name!r} attached exemplar pictures to {len(self.exemplars)} "
-                f"samples; at most {self.check.max_exemplars} (choose them with batch.exemplars(n))")
-
-    def with_exemplars(self) -> list[dict[str, Any]]:
-        """The records as `conclude` sees them: exemplar pictures back in their records."""
-        return [{**r, "exemplar": self.exemplars[r["sample"]]} if r["sample"] in self.exemplars else r
-                for r in self.records]
-
-
-def failure(check: str, exc: BaseException, stage: str) -> tuple[str, str]:
-    """The ERROR reason naming who raised (the explainer, or the check) and where; the traceback."""
-    origin = exc.original if isinstance(exc, ExplainerError) else exc
-    frame = traceback.extract_tb(origin.__traceback__)[-1] if origin.__traceback__ else None
-    where = f" at {Path(frame.filename).name}:{frame.lineno} in {frame.name}" if frame else ""
-    if isinstance(exc, ExplainerError):
-        reason = f"{stage} of check {check!r}: {exc}{where}"
-    else:
-        reason = f"check {check!r} raised in {stage}: {type(exc).__name__}: {exc}{where}"
-    return reason, "".join(traceback.format_exception(origin, limit=-6))
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -168,7 +110,7 @@ def run_audit(spec: AuditSpec, base_dir: Path, registry: Registry | None = None,
         from .distributed import RayRunner
         runner = RayRunner(spec, base_dir, dict(registry.blocked), samples, num_classes, states)
     try:
-        costs = _measure(cells, gallery, model, source, samples, explainers, spec, device,
+        costs = measure_all(cells, gallery, model, source, samples, explainers, spec, device,
                          num_classes, progress, journal, runner)
     finally:
         journal.close(remove=False)
@@ -177,7 +119,7 @@ def run_audit(spec: AuditSpec, base_dir: Path, registry: Registry | None = None,
     resumed = len(journal.done)
     durations["measure"] = _lap(clock)
     for cell in cells:
-        _conclude(cell)
+        conclude(cell)
     durations["conclude"] = _lap(clock)
 
     results = _results(spec, registry, loaded, data_fingerprint, samples, cells, durations, device,
@@ -302,111 +244,6 @@ def _predict(model: torch.nn.Module, source: Any, spec: AuditSpec, device: torch
                     "confidence": float(confidence[i]) if bool(torch.isfinite(confidence[i])) else None,
                     "label": None if sb.label is None else int(sb.label[i])}
     return samples, "sha256:" + digest.hexdigest(), num_classes, health
-
-
-def _measure(cells: list[Cell], gallery: Gallery, model: torch.nn.Module, source: Any,
-             samples: dict[str, dict[str, Any]], explainers: dict, spec: AuditSpec,
-             device: torch.device, num_classes: int, progress: bool,
-             journal: Journal, runner: Any = None) -> dict[str, dict[str, float]]:
-    """Explain and measure batch by batch, each batch's outcome journaled before it is kept
-    (batches the journal already holds are not recomputed); return what each explainer cost
-    (seconds and explanations computed here, counted once where computed: gallery or check)."""
-    size = spec.data.batch_size
-    offsets = source.offsets(size)
-    bar = Progress(len(offsets) * sum(cell.active for cell in cells), progress)
-    remote = runner.measure(offsets, [k for k, c in enumerate(cells) if c.active], journal.done) \
-        if runner is not None else None  # entries of the batches the journal lacks, in order
-    for index, offset in enumerate(offsets):
-        active = [k for k, cell in enumerate(cells) if cell.active]
-        if gallery.complete and not active:
-            break
-        entry = journal.done.get(index)
-        sb = source.batch_at(index, size) if entry is None and remote is None or not gallery.complete \
-            else None
-        batch = None if sb is None else _batch(sb, samples, model, spec, device, num_classes, offset,
-                                               ExplanationCache(explainers, bar))
-        if batch is not None and not gallery.complete:
-            bar.begin("gallery")
-            gallery.add(batch)
-        if entry is None and remote is not None:
-            entry = next(remote, None)
-            if entry is not None:
-                entry = journal.append(entry)
-                for k in active:
-                    bar.begin(f"{cells[k].check.name} x {cells[k].explainer} (worker)")
-                    bar.end()
-        elif entry is None and batch is not None:
-            entry = journal.append(_measure_batch(batch, index, cells, active, bar))
-        else:
-            for k in active:  # resumed: the bar moves past what the journal holds
-                bar.begin(f"{cells[k].check.name} x {cells[k].explainer} (journal)")
-                bar.end()
-        if entry is not None:  # None: every sample of the batch was skipped
-            _keep(entry, cells)
-    return bar.close()
-
-
-def _batch(sb: Any, samples: dict[str, dict[str, Any]], model: torch.nn.Module, spec: AuditSpec,
-           device: torch.device, num_classes: int, offset: int, cache: ExplanationCache) -> Batch:
-    key = "label" if spec.data.target == "label" else "prediction"
-    target = torch.tensor([samples[i][key] for i in sb.ids], device=device)
-    prediction = torch.tensor([samples[i]["prediction"] for i in sb.ids], device=device)
-    return Batch(x=sb.x.to(device), target=target, prediction=prediction, sample_ids=sb.ids,
-                 model=model, seed=spec.audit.seed, num_classes=num_classes,
-                 label=None if sb.label is None else sb.label.to(device),
-                 mask=None if sb.mask is None else sb.mask.to(device), offset=offset, cache=cache)
-
-
-def _measure_batch(batch: Batch, index: int, cells: list[Cell], active: list[int],
-                   bar: Progress) -> dict[str, Any]:
-    """Every active cell's `measure` on one batch: the journal entry (records, or the error)."""
-    entry: dict[str, Any] = {"batch": index, "ids": list(batch.sample_ids), "cells": {}}
-    for k in active:
-        cell = cells[k]
-        bar.begin(f"{cell.check.name} x {cell.explainer}")
-        started = time.perf_counter()
-        try:
-            who = f"check {cell.check.name!r} on {cell.explainer!r}"
-            records = validated_records(cell.check.measure(batch, cell.explainer), len(batch), who)
-            try:
-                json.dumps(records)
-            except (TypeError, ValueError) as exc:
-                raise CheckOutputError(f"{who}: records must be JSON-able ({exc})") from None
-            outcome: dict[str, Any] = {"records": records}
-        except Exception as exc:
-            reason, trace = failure(cell.check.name, exc, "measure")
-            outcome = {"error": reason, "traceback": trace}
-        outcome["seconds"] = time.perf_counter() - started
-        entry["cells"][str(k)] = outcome
-        bar.end()
-    return entry
-
-
-def _keep(entry: dict[str, Any], cells: list[Cell]) -> None:
-    """A batch's journal entry into its cells (records, or the cell's ERROR)."""
-    for k, outcome in entry["cells"].items():
-        cell = cells[int(k)]
-        cell.seconds += outcome.get("seconds", 0.0)
-        if "error" in outcome:
-            cell.conclusion = Conclusion(Verdict.ERROR, outcome["error"])
-            cell.traceback = outcome["traceback"]
-            continue
-        try:
-            cell.keep(tuple(entry["ids"]), outcome["records"])
-        except Exception as exc:
-            cell.fail_with(exc, "measure")
-
-
-def _conclude(cell: Cell) -> None:
-    if not cell.active:
-        return
-    started = time.perf_counter()
-    try:
-        result = cell.check.conclude(cell.with_exemplars(), cell.explainer)
-        cell.conclusion = validated_conclusion(result, f"check {cell.check.name!r}")
-    except Exception as exc:
-        cell.fail_with(exc, "conclude")
-    cell.seconds += time.perf_counter() - started
 
 
 def overall_verdict(verdicts: list[str], borderline: list[bool] | None = None,
