@@ -73,15 +73,16 @@ class Journal:
             done[int(entry["batch"])] = entry
         return done
 
-    def _write(self, entry: dict[str, Any]) -> None:
-        self._handle.write(json.dumps(entry, allow_nan=True) + "\n")
+    def _write(self, text: str) -> None:
+        self._handle.write(text + "\n")
         self._handle.flush()
         os.fsync(self._handle.fileno())
 
     def append(self, entry: dict[str, Any]) -> dict[str, Any]:
         """Write a batch's entry; return it as read back (the JSON round trip every run sees)."""
-        self._write(entry)
-        return json.loads(json.dumps(entry))
+        text = json.dumps(entry)
+        self._write(text)
+        return json.loads(text)
 
     def close(self, remove: bool) -> None:
         self._handle.close()
