@@ -16,7 +16,7 @@ def test_bar_moves_per_explanation_in_a_one_batch_audit(tiny_dir, tmp_path, monk
             super().explained(label, seconds, count)
             seen.append((self._cell, round(self.bar.n, 6)))
 
-    monkeypatch.setattr("auditor.engine.Progress", Recording)
+    monkeypatch.setattr("auditor.cells.Progress", Recording)  # the batch loop
     spec = tiny_spec_dict(tiny_dir, data={"path": "manifest.csv", "batch_size": 8},  # one batch
                           explainers=[{"name": "gradient"}, {"name": "input_x_gradient"}],
                           output={"directory": str(tmp_path), "formats": ["json"], "gallery_samples": 2})
