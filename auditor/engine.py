@@ -8,13 +8,9 @@ A plugin that raises or breaks the protocol turns only its own check x explainer
 from __future__ import annotations
 
 import hashlib
-import os
-import platform
 import random
 import sys
 import time
-from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +26,9 @@ from .gallery import Gallery
 from .journal import Journal, audit_key
 from .health import Health
 from .model import prepare
-from .outputs import mark_running
-from .outputs import write_outputs as write_set
+from .outputs import mark_running, write_outputs
 from .plugins import Registry, load_registry
-from .results import SCHEMA_VERSION
+from .results import build_results
 from .spec import AuditSpec
 from .state_store import StateStore, default_store
 
@@ -122,8 +117,9 @@ def run_audit(spec: AuditSpec, base_dir: Path, registry: Registry | None = None,
         conclude(cell)
     durations["conclude"] = _lap(clock)
 
-    results = _results(spec, registry, loaded, data_fingerprint, samples, cells, durations, device,
-                       source.classes or spec.model.class_names, explainers, checks, strict)
+    results = build_results(spec, registry, loaded, data_fingerprint, samples, cells, durations,
+                            device, source.classes or spec.model.class_names, explainers, checks,
+                            strict)
     results["gallery"] = gallery.result()
     results["health"] = health_report
     results["data"]["skipped"] = list(getattr(source, "skipped", []))  # on_error: skip, with reasons
@@ -244,92 +240,3 @@ def _predict(model: torch.nn.Module, source: Any, spec: AuditSpec, device: torch
                     "confidence": float(confidence[i]) if bool(torch.isfinite(confidence[i])) else None,
                     "label": None if sb.label is None else int(sb.label[i])}
     return samples, "sha256:" + digest.hexdigest(), num_classes, health
-
-
-def overall_verdict(verdicts: list[str], borderline: list[bool] | None = None,
-                    strict: bool = False) -> str:
-    """FAIL if any cell failed (with `strict`, or was borderline), else ERROR if any could not
-    run, else PASS (SKIPPED is neutral)."""
-    if strict and any(borderline or []):
-        return "FAIL"
-    for worst in ("FAIL", "ERROR"):
-        if worst in verdicts:
-            return worst
-    return "PASS"
-
-
-def write_outputs(results: dict[str, Any], out: Path, formats: list[str],
-                  registry: Registry | None = None) -> None:
-    """Write results.json, junit.xml, report.html and report.pdf as `formats` asks, as one set
-    swapped into place with its manifest (see `auditor.outputs`)."""
-    write_set(results, out, formats, registry)
-
-
-def _describe_params(model: Any) -> list[dict[str, Any]]:
-    """Each field of a params/thresholds model: name, value, default and description."""
-    fields = type(model).model_fields
-    return [{"name": name, "value": getattr(model, name), "default": field.default,
-             "description": field.description or ""} for name, field in fields.items()]
-
-
-def _results(spec: AuditSpec, registry: Registry, loaded: Any, data_fingerprint: str,
-             samples: dict[str, dict[str, Any]], cells: list[Cell], durations: dict[str, float],
-             device: torch.device, class_names: list[str] | None, explainers: dict[str, Any],
-             checks: list[Check], strict: bool = False) -> dict[str, Any]:
-    cell_results = []
-    for cell in cells:
-        c, check = cell.conclusion, cell.check
-        cell_results.append({
-            "check": check.name, "check_index": cell.check_index, "explainer": cell.explainer,
-            "verdict": c.verdict.value,
-            "reason": c.reason, "metrics": c.metrics, "evidence": c.evidence,
-            "judgements": [j.as_dict() for j in c.judgements], "borderline": c.borderline,
-            "thresholds": check.thresholds.model_dump(), "params": check.params.model_dump(),
-            "records": cell.records, "traceback": cell.traceback, "seconds": cell.seconds})
-    labelled = [s for s in samples.values() if s["label"] is not None]
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "audit": {"name": spec.audit.name, "seed": spec.audit.seed,
-                  "date": datetime.now(timezone.utc).isoformat(timespec="seconds")},
-        "verdict": overall_verdict([c["verdict"] for c in cell_results],
-                                   [c["borderline"] for c in cell_results], strict),
-        "strict": strict,
-        "spec": spec.model_dump(mode="json"),
-        "model": {"fingerprint": loaded.fingerprint, "source": loaded.source},
-        "data": {"fingerprint": data_fingerprint, "samples": len(samples), "classes": class_names,
-                 "accuracy": (sum(s["label"] == s["prediction"] for s in labelled) / len(labelled)
-                              if labelled else None)},
-        "checks": [{"name": c.name, "description": c.description, "paper": c.paper,
-                    "thresholds": _describe_params(c.thresholds), "params": _describe_params(c.params),
-                    "distribution": registry.checks[c.name].distribution} for c in checks],
-        "explainers": [{"label": label, "name": e.name, "description": e.description or
-                        (type(e).__doc__ or "").strip().split("\n")[0], "paper": e.paper,
-                        "params": e.params.model_dump(),
-                        "distribution": registry.explainers[e.name].distribution}
-                       for label, e in explainers.items()],
-        "environment": _environment(registry, device),
-        "durations": durations,
-        "cells": cell_results,
-        "samples": list(samples.values()),
-    }
-
-
-def _environment(registry: Registry, device: torch.device) -> dict[str, Any]:
-    def version(dist: str) -> str | None:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
-
-    return {
-        "python": platform.python_version(),
-        "versions": {d: version(d) for d in ("xai-auditor", "torch", "torchvision", "captum",
-                                             "numpy", "scipy", "pydantic", "pluggy")},
-        "plugins": [{"kind": p.kind, "name": p.name, "distribution": p.distribution,
-                     "version": p.version, "module": p.module} for p in registry.describe()],
-        "plugins_failed": registry.failed,
-        "plugins_blocked": registry.blocked,
-        "platform": platform.platform(), "machine": platform.machine(),
-        "cpu_count": os.cpu_count(), "device": str(device),
-        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-    }

@@ -1,18 +1,116 @@
-"""results.json (everything the report shows, schema-versioned) and JUnit XML, written atomically."""
+"""results.json (everything the report shows, schema-versioned) and JUnit XML, written atomically.
+
+`build_results` assembles the document from an audit's concluded cells; `overall_verdict` is
+the audit's verdict from its cells'.
+"""
 from __future__ import annotations
 
 import json
 import math
 import os
+import platform
 import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree as ET
 
 import numpy as np
 import torch
 
+if TYPE_CHECKING:
+    from .cells import Cell
+    from .check import Check
+    from .plugins import Registry
+    from .spec import AuditSpec
+
 SCHEMA_VERSION = "1.0"
+
+
+def overall_verdict(verdicts: list[str], borderline: list[bool] | None = None,
+                    strict: bool = False) -> str:
+    """FAIL if any cell failed (with `strict`, or was borderline), else ERROR if any could not
+    run, else PASS (SKIPPED is neutral)."""
+    if strict and any(borderline or []):
+        return "FAIL"
+    for worst in ("FAIL", "ERROR"):
+        if worst in verdicts:
+            return worst
+    return "PASS"
+
+
+def describe_params(model: Any) -> list[dict[str, Any]]:
+    """Each field of a params/thresholds model: name, value, default and description."""
+    fields = type(model).model_fields
+    return [{"name": name, "value": getattr(model, name), "default": field.default,
+             "description": field.description or ""} for name, field in fields.items()]
+
+
+def build_results(spec: AuditSpec, registry: Registry, loaded: Any, data_fingerprint: str,
+                  samples: dict[str, dict[str, Any]], cells: list[Cell], durations: dict[str, float],
+                  device: torch.device, class_names: list[str] | None, explainers: dict[str, Any],
+                  checks: list[Check], strict: bool = False) -> dict[str, Any]:
+    """The results document of an audit whose `cells` are concluded (the engine adds the
+    gallery, health, skipped samples, explainer states and costs)."""
+    cell_results = []
+    for cell in cells:
+        c, check = cell.conclusion, cell.check
+        cell_results.append({
+            "check": check.name, "check_index": cell.check_index, "explainer": cell.explainer,
+            "verdict": c.verdict.value,
+            "reason": c.reason, "metrics": c.metrics, "evidence": c.evidence,
+            "judgements": [j.as_dict() for j in c.judgements], "borderline": c.borderline,
+            "thresholds": check.thresholds.model_dump(), "params": check.params.model_dump(),
+            "records": cell.records, "traceback": cell.traceback, "seconds": cell.seconds})
+    labelled = [s for s in samples.values() if s["label"] is not None]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "audit": {"name": spec.audit.name, "seed": spec.audit.seed,
+                  "date": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+        "verdict": overall_verdict([c["verdict"] for c in cell_results],
+                                   [c["borderline"] for c in cell_results], strict),
+        "strict": strict,
+        "spec": spec.model_dump(mode="json"),
+        "model": {"fingerprint": loaded.fingerprint, "source": loaded.source},
+        "data": {"fingerprint": data_fingerprint, "samples": len(samples), "classes": class_names,
+                 "accuracy": (sum(s["label"] == s["prediction"] for s in labelled) / len(labelled)
+                              if labelled else None)},
+        "checks": [{"name": c.name, "description": c.description, "paper": c.paper,
+                    "thresholds": describe_params(c.thresholds), "params": describe_params(c.params),
+                    "distribution": registry.checks[c.name].distribution} for c in checks],
+        "explainers": [{"label": label, "name": e.name, "description": e.description or
+                        (type(e).__doc__ or "").strip().split("\n")[0], "paper": e.paper,
+                        "params": e.params.model_dump(),
+                        "distribution": registry.explainers[e.name].distribution}
+                       for label, e in explainers.items()],
+        "environment": environment(registry, device),
+        "durations": durations,
+        "cells": cell_results,
+        "samples": list(samples.values()),
+    }
+
+
+def environment(registry: Registry, device: torch.device) -> dict[str, Any]:
+    """Python, the versions of the packages that decide the numbers, the plugins, the machine."""
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "python": platform.python_version(),
+        "versions": {d: version(d) for d in ("xai-auditor", "torch", "torchvision", "captum",
+                                             "numpy", "scipy", "pydantic", "pluggy")},
+        "plugins": [{"kind": p.kind, "name": p.name, "distribution": p.distribution,
+                     "version": p.version, "module": p.module} for p in registry.describe()],
+        "plugins_failed": registry.failed,
+        "plugins_blocked": registry.blocked,
+        "platform": platform.platform(), "machine": platform.machine(),
+        "cpu_count": os.cpu_count(), "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+    }
 
 
 def to_jsonable(value: Any) -> Any:

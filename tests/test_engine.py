@@ -8,7 +8,8 @@ import torch
 
 import auditor
 from auditor import Check, Conclusion, Verdict
-from auditor.engine import overall_verdict, run_audit
+from auditor.engine import run_audit
+from auditor.results import overall_verdict
 from auditor.errors import SpecError
 from auditor.plugins import load_registry
 from auditor.spec import load_spec, parse_spec
