@@ -73,7 +73,11 @@ class Opaque(Explainer):
 def test_a_non_differentiable_explainer_gets_the_noise_baseline_with_the_reason(tmp_path):
     cell, = run_check("adversarial_robustness", [Opaque], params={"pairs": 4, "evidence_samples": 2},
                       samples=5, output_dir=tmp_path)
-    assert cell["verdict"] in ("PASS", "FAIL")
+    # PASS: noise of 8/255 barely moves a gradient map of the tiny ReLU CNN (its activation
+    # pattern hardly changes): SSIM 0.90 [0.86, 0.94] >= 0.5 and PCC 0.91 [0.90, 0.92] >= 0.7,
+    # each whole interval above its threshold
+    assert cell["verdict"] == "PASS", cell["reason"]
+    assert cell["metrics"]["noise_ssim"] > 0.8 and cell["metrics"]["noise_pcc"] > 0.8
     assert cell["reason"].startswith("noise stability only: not differentiable"), cell["reason"]
     assert "attack_ssim" not in cell["metrics"] and "noise_ssim" in cell["metrics"]
     assert [r["measured"] for r in cell["records"]] == [True] * 4 + [False]
