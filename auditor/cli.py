@@ -53,53 +53,14 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .outputs import OUTPUT_NAMES, RUNNING, read_manifest, sha256, write_outputs
+    from .outputs import rerender
     from .plugins import load_registry
 
-    path = Path(args.results)
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise AuditorError(f"{path}: cannot read results ({type(exc).__name__}: {exc})") from None
-    if not isinstance(results, dict) or not str(results.get("schema_version", "")).startswith("1."):
-        raise AuditorError(f"{path}: not an xai-auditor results file of schema 1.x")
-    try:  # a set with a manifest vouches for its files; older sets (no manifest) are taken as is
-        manifest = read_manifest(path.parent)
-    except ValueError as exc:
-        raise AuditorError(f"{exc}; cannot tell whether {path.name} is the one the run wrote "
-                           f"(remove manifest.json to render it anyway)") from None
-    if manifest is not None:
-        entry = manifest["files"].get(path.name)
-        if entry is None and path.name in OUTPUT_NAMES.values():
-            raise AuditorError(f"{path}: not part of the set of run {manifest.get('run_id')} "
-                               f"recorded in {path.parent / 'manifest.json'}")
-        if entry is not None and sha256(path) != entry.get("sha256"):
-            raise AuditorError(f"{path}: sha256 does not match {path.parent / 'manifest.json'} "
-                               f"(run {manifest.get('run_id')}): changed after the run wrote it; "
-                               f"re-run the audit, or remove manifest.json to render it anyway")
-    elif (path.parent / RUNNING).exists():
-        print(f"note: {path.parent} holds {RUNNING}: a run started there and did not finish; "
-              f"rendering from {path.name} as it is", file=sys.stderr)
-    out = args.output or path.parent
-    formats = args.formats or [f for f in results["spec"]["output"]["formats"] if f != "json"]
-    keep, written = [], {OUTPUT_NAMES[f] for f in formats}
-    if Path(out).resolve() == path.parent.resolve():
-        # the set stays results.json + what is re-rendered + what the manifest still vouches for;
-        # any other output file (derived, so it can be re-rendered) goes with the old set
-        keep = [path.name] if path.name == OUTPUT_NAMES["json"] else []
-        keep += [name for name, entry in (manifest or {"files": {}})["files"].items()
-                 if name in OUTPUT_NAMES.values() and name not in written and name not in keep
-                 and (path.parent / name).is_file()
-                 and sha256(path.parent / name) == entry.get("sha256")]
-    elif "json" not in formats and (Path(out) / OUTPUT_NAMES["json"]).is_file():
-        other = Path(out) / OUTPUT_NAMES["json"]
-        if sha256(other) != sha256(path):  # the new set would drop another run's results
-            raise AuditorError(f"{other} holds the results of another run; add json to --formats "
-                               f"to replace it with {path}, or choose another --output")
-        keep = [OUTPUT_NAMES["json"]]
-    write_outputs(results, out, formats, load_registry(), keep=keep)
-    print(f"wrote {', '.join(formats)} to {out}")
-    return 0 if results["verdict"] == "PASS" else 1
+    written = rerender(args.results, args.output, args.formats, load_registry())
+    for note in written.notes:
+        print(note, file=sys.stderr)
+    print(f"wrote {', '.join(written.formats)} to {written.out}")
+    return 0 if written.results.verdict == "PASS" else 1
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -124,9 +85,10 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
+    from .results_schema import json_schema
     from .spec import AuditSpec
 
-    print(json.dumps(AuditSpec.model_json_schema(), indent=2))
+    print(json.dumps(json_schema() if args.results else AuditSpec.model_json_schema(), indent=2))
     return 0
 
 
@@ -191,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("spec")
     _disable_flag(validate)
     validate.set_defaults(func=_validate)
-    sub.add_parser("schema", help="print the JSON Schema of the spec").set_defaults(func=_schema)
+    schema = sub.add_parser("schema", help="print the JSON Schema of the spec (or of results.json)")
+    schema.add_argument("--results", action="store_true", help="the schema of results.json instead")
+    schema.set_defaults(func=_schema)
     plugins = sub.add_parser("plugins", help="list explainers and checks")
     _disable_flag(plugins)
     plugins.set_defaults(func=_plugins)

@@ -15,6 +15,10 @@ complete set of one run; anything else is not current.
 
 Only the names in `OUTPUT_NAMES`, ``manifest.json`` and ``RUNNING`` are ever replaced or removed
 in `out`; any other file there is left alone.
+
+`rerender(...)` is ``auditor report``: a new set from an earlier results.json, which must be the
+one its directory's manifest vouches for; the files of the old set that the new one does not
+re-render stay only while the manifest still vouches for them (`kept_files`).
 """
 from __future__ import annotations
 
@@ -24,11 +28,14 @@ import secrets
 import shutil
 import tempfile
 from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from .errors import AuditorError
 from .hashing import sha256_file
 from .results import write_atomic, write_json, write_junit
+from .results_schema import Results, as_results, load_results
 
 MANIFEST = "manifest.json"
 RUNNING = "RUNNING"
@@ -69,19 +76,21 @@ def _temp_dir(out: Path) -> Path:
         return Path(tempfile.mkdtemp(dir=real, prefix=".auditor-tmp-"))
 
 
-def run_id(results: dict[str, Any]) -> str:
-    """The audit date (compact) and a random id: unique per written set."""
-    date = str(results.get("audit", {}).get("date") or _now())
+def run_id(date: str) -> str:
+    """The audit `date` (compact) and a random id: unique per written set."""
     return f"{date.replace('-', '').replace(':', '')}-{secrets.token_hex(4)}"
 
 
-def write_outputs(results: dict[str, Any], out: Path | str, formats: list[str],
+def write_outputs(results: Results | dict[str, Any], out: Path | str, formats: list[str],
                   registry: Any = None, *, keep: Iterable[str] = ()) -> dict[str, Any]:
     """Write the output set of `results` into `out` as `formats` asks; return its manifest.
 
+    `results` is validated by the results schema first (a mapping that does not follow it
+    raises `auditor.results_schema.ResultsError` before anything is written).
     `keep`: names of files already in `out` that belong to the new set unchanged (``auditor
     report`` keeps the results.json it re-renders); they are hashed into the manifest, not
     rewritten or removed."""
+    results = as_results(results)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     names = [OUTPUT_NAMES[f] for f in OUTPUT_NAMES if f in formats]
@@ -110,9 +119,8 @@ def write_outputs(results: dict[str, Any], out: Path | str, formats: list[str],
                 (out / name).unlink(missing_ok=True)
         manifest = {
             "manifest_version": MANIFEST_VERSION,
-            "run_id": run_id(results),
-            "audit": {"name": results.get("audit", {}).get("name"),
-                      "date": results.get("audit", {}).get("date")},
+            "run_id": run_id(results.audit.date),
+            "audit": {"name": results.audit.name, "date": results.audit.date},
             "written": _now(),
             "formats": [f for f, name in OUTPUT_NAMES.items() if name in files],
             "files": files,
@@ -162,3 +170,78 @@ def verify(directory: Path | str) -> list[str]:
     if (directory / RUNNING).exists():
         problems.append(f"{RUNNING}: a run started and has not finished")
     return problems
+
+
+@dataclass
+class Rerender:
+    """What ``auditor report`` wrote: the set's results, where, which formats, and notes for
+    the user (stderr)."""
+
+    results: Results
+    out: Path
+    formats: list[str]
+    notes: list[str] = field(default_factory=list)
+
+
+def vouched_for(path: Path) -> tuple[dict[str, Any] | None, list[str]]:
+    """The manifest of the set that holds results file `path` (None: an older set, taken as
+    it is) and notes; `AuditorError` where that manifest does not vouch for `path` (changed
+    after the run wrote it, or not part of its set) or cannot be read."""
+    try:
+        manifest = read_manifest(path.parent)
+    except ValueError as exc:
+        raise AuditorError(f"{exc}; cannot tell whether {path.name} is the one the run wrote "
+                           f"(remove {MANIFEST} to render it anyway)") from None
+    if manifest is None:
+        if (path.parent / RUNNING).exists():
+            return None, [f"note: {path.parent} holds {RUNNING}: a run started there and did not "
+                          f"finish; rendering from {path.name} as it is"]
+        return None, []
+    entry = manifest["files"].get(path.name)
+    if entry is None and path.name in OUTPUT_NAMES.values():
+        raise AuditorError(f"{path}: not part of the set of run {manifest.get('run_id')} "
+                           f"recorded in {path.parent / MANIFEST}")
+    if entry is not None and sha256(path) != entry.get("sha256"):
+        raise AuditorError(f"{path}: sha256 does not match {path.parent / MANIFEST} "
+                           f"(run {manifest.get('run_id')}): changed after the run wrote it; "
+                           f"re-run the audit, or remove {MANIFEST} to render it anyway")
+    return manifest, []
+
+
+def kept_files(path: Path, out: Path, formats: list[str],
+               manifest: dict[str, Any] | None) -> list[str]:
+    """The files already in `out` that the set re-rendered from results file `path` keeps.
+
+    In place (`out` is `path`'s folder): results.json itself, and each output file the new set
+    does not re-render while the manifest still vouches for it; any other output file (derived,
+    so it can be re-rendered) goes with the old set. Elsewhere, without json in `formats`: the
+    results.json already in `out` when it is this one (`AuditorError` when it holds another
+    run's results: the new set would drop them)."""
+    written = {OUTPUT_NAMES[f] for f in formats}
+    if out.resolve() == path.parent.resolve():
+        keep = [path.name] if path.name == OUTPUT_NAMES["json"] else []
+        vouched = (manifest or {"files": {}})["files"]
+        return keep + [name for name, entry in vouched.items()
+                       if name in OUTPUT_NAMES.values() and name not in written and name not in keep
+                       and (out / name).is_file() and sha256(out / name) == entry.get("sha256")]
+    other = out / OUTPUT_NAMES["json"]
+    if "json" in formats or not other.is_file():
+        return []
+    if sha256(other) != sha256(path):
+        raise AuditorError(f"{other} holds the results of another run; add json to --formats "
+                           f"to replace it with {path}, or choose another --output")
+    return [OUTPUT_NAMES["json"]]
+
+
+def rerender(path: Path | str, out: Path | str | None = None, formats: list[str] | None = None,
+             registry: Any = None) -> Rerender:
+    """``auditor report``: validate (and migrate) results file `path`, check that its set
+    vouches for it, and write a new set into `out` (default: its folder) as `formats` asks
+    (default: the spec's formats except json)."""
+    path = Path(path)
+    results = load_results(path)
+    manifest, notes = vouched_for(path)
+    out = Path(out) if out is not None else path.parent
+    formats = formats or [f for f in results.spec["output"]["formats"] if f != "json"]
+    write_outputs(results, out, formats, registry, keep=kept_files(path, out, formats, manifest))
+    return Rerender(results, out, formats, notes)

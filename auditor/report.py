@@ -1,25 +1,31 @@
 """The audit report: one self-contained HTML file (Jinja2, autoescaped, images as data URIs, CSS
-inlined, no network) and a PDF of the same HTML by WeasyPrint with print CSS."""
+inlined, no network) and a PDF of the same HTML by WeasyPrint with print CSS.
+
+The report renders a results document validated by `auditor.results_schema` (older 1.x files
+migrated): every field the schema guarantees is read as it is. Evidence is free-form data by the
+schema; an entry the report cannot draw is shown as a warning, never dropped.
+"""
 from __future__ import annotations
 
 import importlib.resources
 import json
-import math
-from typing import Any, Literal
+from typing import Any
 
 import jinja2
 import yaml
 from markupsafe import Markup
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from .evidence import ImageGrid, LineFigure, Table
 from .figures import line_plot, short_ticks, small_multiples
 from .results import write_atomic
+from .results_schema import CellResult, Results, as_results, why
+from .verdicts import rule
 
 
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(importlib.resources.files("auditor_templates"))),
+        loader=jinja2.FileSystemLoader(str(importlib.resources.files("auditor").joinpath("templates"))),
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["number"] = lambda v: f"{v:.4g}" if isinstance(v, float) else v
     env.filters["value"] = _value
@@ -61,37 +67,14 @@ def _partials(registry: Any) -> dict[str, str]:
     return found
 
 
-def _where(loc: tuple[Any, ...]) -> str:
-    """A pydantic error location as a path: ("rows", 0, "images") -> rows[0].images."""
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
-    return text
-
-
-def _why(exc: ValidationError) -> str:
-    """The first validation error, as the field and what was wrong (never the input value)."""
-    errors = exc.errors()
-    first = errors[0]
-    where = _where(tuple(first["loc"]))
-    message = str(first["msg"]).removeprefix("Value error, ")
-    more = f" ({len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{where}: {message}{more}" if where else message + more
-
-
 _DRAWN = (("figures", LineFigure, "figure"), ("tables", Table, "table"), ("images", ImageGrid, "images"))
 
 
-def _evidence_blocks(evidence: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _evidence_blocks(evidence: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """What a cell's evidence shows, in order: figures (plotted to PNG), tables, image grids, and
     a warning block for every entry that cannot be drawn, so nothing is ever left out silently
     (results.json may be older than the evidence schema, or edited by hand). Also returns the
     drawn figures with their PNG, which plugin partials see as ``cell.evidence.figures``."""
-    if evidence is None:
-        return [], []
-    if not isinstance(evidence, dict):
-        return [{"type": "warning", "group": "evidence", "text": f"evidence could not be drawn: it is a "
-                 f"{type(evidence).__name__}, expected a mapping"}], []
     blocks: list[dict[str, Any]] = []
     figures: list[dict[str, Any]] = []
     for key, model, kind in _DRAWN:
@@ -107,7 +90,7 @@ def _evidence_blocks(evidence: Any) -> tuple[list[dict[str, Any]], list[dict[str
             try:
                 drawn = model.model_validate(entry).model_dump()
             except ValidationError as exc:
-                blocks.append({"type": "warning", "group": key, "text": f"{name} could not be drawn: {_why(exc)}"})
+                blocks.append({"type": "warning", "group": key, "text": f"{name} could not be drawn: {why(exc)}"})
                 continue
             if kind == "figure":
                 try:
@@ -121,70 +104,41 @@ def _evidence_blocks(evidence: Any) -> tuple[list[dict[str, Any]], list[dict[str
     return blocks, figures
 
 
-class _Judgement(BaseModel):
-    """A verdict metric as the engine stores it in ``cells[i].judgements`` (extra keys allowed)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    metric: str
-    value: float
-    ci: tuple[float, float]
-    threshold: float
-    fail_if: Literal["above", "below"]
-    passed: bool
-    borderline: bool = False
-    samples: int | None = None
+def _fmt(value: float) -> str:
+    return f"{value:.3f}"
 
 
-def _fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return f"{value:.3f}"
-    return str(value)
+def _judgements(cell: CellResult) -> list[dict[str, Any]]:
+    """The cell's judgements with display text: mean, interval and the rule that holds."""
+    shown = []
+    for j in cell.judgements:
+        shown.append({**j.model_dump(mode="json"), "mean": _fmt(j.value),
+                      "interval": f"[{_fmt(j.ci[0])}, {_fmt(j.ci[1])}]",
+                      "rule": j.judgement().rule(typeset=True)})
+    return shown
 
 
-def _relation(j: dict[str, Any]) -> str:
-    """The comparison that holds for the mean: ``<=`` a threshold it may not exceed, and so on."""
-    if j["fail_if"] == "above":
-        return "≤" if j["passed"] else ">"
-    return "≥" if j["passed"] else "<"
+def _key_metrics(cell: CellResult, judgements: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Metric name -> what the summary table shows: a judgement's ``value [lo, hi] ≤ threshold``;
+    in a cell without judgements (INFO) each estimate's ``value [lo, hi]``; in a 1.0 file
+    without either, the thresholded metric's value and its threshold.
 
-
-def _judgements(cell: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
-    """The cell's judgements, with display text, and a warning for each that cannot be shown
-    (results.json older than judgements has none: that is no warning)."""
-    entries = cell.get("judgements")
-    if entries is None:
-        return [], []
-    if not isinstance(entries, list):
-        return [], [f"judgements could not be shown: it is a {type(entries).__name__}, expected a list"]
-    shown, warnings = [], []
-    for i, entry in enumerate(entries):
-        try:
-            j = _Judgement.model_validate(entry).model_dump()
-        except ValidationError as exc:
-            warnings.append(f"judgements[{i}] could not be shown: {_why(exc)}")
-            continue
-        j["mean"] = _fmt(j["value"])
-        j["interval"] = f"[{_fmt(j['ci'][0])}, {_fmt(j['ci'][1])}]"
-        j["rule"] = f"{_relation(j)} {j['threshold']:g}"
-        shown.append(j)
-    return shown, warnings
-
-
-def _key_metrics(cell: dict[str, Any], judgements: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Metric name -> what the summary table shows: a judgement's ``value [lo, hi] <= threshold``,
-    or, in results.json without judgements, the thresholded metric's value and its threshold."""
+    ``limit`` is what the column head can state when every cell shares it (``head``); ``rule``
+    follows the value in the cell, ``fallback`` only where the head does not state it."""
     if judgements:
         return {j["metric"]: {"text": j["mean"], "interval": j["interval"], "rule": j["rule"],
-                              "passed": j["passed"], "borderline": j["borderline"],
-                              "limit": (j["threshold"], j["fail_if"])} for j in judgements}
-    thresholds = cell.get("thresholds") if isinstance(cell.get("thresholds"), dict) else {}
-    metrics = cell.get("metrics") if isinstance(cell.get("metrics"), dict) else {}
-    return {name: {"text": _fmt(metrics[name]), "interval": "", "rule": "", "passed": None, "borderline": False,
-                   "limit": (limit, None)}
-            for name, limit in thresholds.items() if name in metrics}
+                              "fallback": "", "passed": j["passed"], "borderline": j["borderline"],
+                              "limit": (j["threshold"], j["fail_if"]),
+                              "head": "passes if " + rule(j["fail_if"], j["threshold"], typeset=True)}
+                for j in judgements}
+    if cell.estimates:
+        return {e.metric: {"text": _fmt(e.value), "interval": f"[{_fmt(e.ci[0])}, {_fmt(e.ci[1])}]",
+                           "rule": "", "fallback": "", "passed": None, "borderline": False,
+                           "limit": None, "head": ""} for e in cell.estimates}
+    return {name: {"text": _fmt(cell.metrics[name]), "interval": "", "rule": "",
+                   "fallback": f"(threshold {_value(limit)})", "passed": None, "borderline": False,
+                   "limit": (limit, None), "head": f"threshold {_value(limit)}"}
+            for name, limit in cell.thresholds.items() if name in cell.metrics}
 
 
 def _metric_columns(cells: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -192,38 +146,28 @@ def _metric_columns(cells: list[dict[str, Any]]) -> list[dict[str, str]]:
     (a cell's own threshold is written in the cell otherwise)."""
     columns = []
     for name in dict.fromkeys(m for c in cells for m in c["key"]):
-        limits = {c["key"][name]["limit"] for c in cells if name in c["key"]}
-        head = ""
-        if len(limits) == 1:
-            limit, fail_if = limits.pop()
-            head = (f"threshold {_value(limit)}" if fail_if is None else
-                    f"passes if {'≤' if fail_if == 'above' else '≥'} {_value(float(limit))}")
-        columns.append({"name": name, "head": head})
+        keys = [c["key"][name] for c in cells if name in c["key"]]
+        shared = len({k["limit"] for k in keys}) == 1 and keys[0]["limit"] is not None
+        columns.append({"name": name, "head": keys[0]["head"] if shared else ""})
     return columns
 
 
 def _metric_rule(key: dict[str, Any], column: dict[str, str]) -> str:
     """What follows a key metric's value in its cell: the comparison with the threshold."""
-    limit, fail_if = key["limit"]
-    if fail_if is None and not column["head"]:
-        return f"(threshold {_value(limit)})"
-    return key["rule"]
+    return key["rule"] or ("" if column["head"] else key["fallback"])
 
 
-def _with_plots(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """New cell dicts with the blocks their evidence shows and their judgements (results and its
-    cells are not touched: figures are plotted to PNG here, their data stays in results.json)."""
+def _with_plots(document: Results, data: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The cells as plain data with what the report adds: the blocks their evidence shows (figures
+    plotted to PNG here; their data stays in results.json), their judgements with display text,
+    key metrics, and the verdict as shown (an INFO cell: its value). `data`: the cells dumped."""
     cells = []
-    for cell in results["cells"]:
-        blocks, figures = _evidence_blocks(cell.get("evidence"))
-        judgements, warnings = _judgements(cell)
-        blocks = [{"type": "warning", "group": "judgements", "text": w} for w in warnings] + blocks
-        evidence = dict(cell["evidence"]) if isinstance(cell.get("evidence"), dict) else {}
-        evidence["figures"] = figures
-        cells.append({**cell, "evidence": evidence, "blocks": blocks, "judgements": judgements,
-                      "borderline": bool(cell.get("borderline")) or any(j["borderline"] for j in judgements),
-                      "key": _key_metrics(cell, judgements),
-                      "warnings": sum(b["type"] == "warning" for b in blocks)})
+    for model, cell in zip(document.cells, data):
+        blocks, figures = _evidence_blocks(cell["evidence"])
+        judgements = _judgements(model)
+        cells.append({**cell, "evidence": {**cell["evidence"], "figures": figures}, "blocks": blocks,
+                      "judgements": judgements, "key": _key_metrics(model, judgements),
+                      "shown": model.shown(), "warnings": sum(b["type"] == "warning" for b in blocks)})
     return cells
 
 
@@ -254,11 +198,11 @@ def _overlay(title: str, members: list[tuple[dict[str, Any], dict[str, Any]]]) -
         return None
     hlines: dict[str, float] = {}
     for _, figure in members:
-        hlines.update(figure.get("hlines") or {})
-    limits = {tuple(f["ylim"]) if f.get("ylim") else None for _, f in members}
+        hlines.update(figure["hlines"])
+    limits = {tuple(f["ylim"]) if f["ylim"] else None for _, f in members}
     return {"kind": "line", "title": title, "x": first["x"],
             "series": {_panel_title(cell): next(iter(f["series"].values())) for cell, f in members},
-            "xlabel": first.get("xlabel") or "", "ylabel": first.get("ylabel") or next(iter(first["series"])),
+            "xlabel": first["xlabel"], "ylabel": first["ylabel"] or next(iter(first["series"])),
             "hlines": hlines, "ylim": limits.pop() if len(limits) == 1 else None}
 
 
@@ -293,7 +237,7 @@ def _summary_figures(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
         drawn.append({"title": title, "png": png, "alt": alt, "how": how,
                       "key": keys.pop() if len(keys) == 1 and overlay is None else "",
                       "columns": "overlay" if overlay is not None else min(len(panels), 3 if paired else 5),
-                      "paired": paired, "xlabel": first.get("xlabel") or ""})
+                      "paired": paired, "xlabel": first["xlabel"]})
     return drawn
 
 
@@ -325,27 +269,28 @@ def _summary_grids(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
         first = members[0][1]
         labels = {tuple(r["samples"]) for r in rows}
         columns = [first["columns"][k] if k < len(first["columns"]) else "" for k in range(width)]
-        grids.append({"title": title, "alt": first.get("alt") or "", "columns": columns,
+        grids.append({"title": title, "alt": first["alt"], "columns": columns,
                       "per_row": take, "samples": list(labels.pop()) if len(labels) == 1 else None,
                       "rows": rows, "more": max(r["more"] for r in rows)})
     return grids
 
 
-def render_html(results: dict[str, Any], registry: Any = None) -> str:
-    """The whole report as one HTML string; a pure function of `results` (never modified).
+def render_html(results: Results | dict[str, Any], registry: Any = None) -> str:
+    """The whole report as one HTML string; a pure function of `results` (never modified), a
+    results document (a mapping is validated by the schema, `ResultsError` naming the field).
 
     Each check's section is a summary: a table with a row per explainer (verdict, key metrics,
     reason), one picture per figure title (a curve or a small panel per explainer), one image
     grid per image title (a row per explainer); each cell's full evidence is in appendix A. A
     plugin's partial replaces both for its check."""
+    document = as_results(results)
+    data = document.model_dump(mode="json")
     env = _environment()
     partials = _partials(registry)
-    cells = _with_plots(results)
-    listed = results.get("checks") or [{"name": n} for n in dict.fromkeys(c["check"] for c in cells)]
+    cells = _with_plots(document, data["cells"])
     checks = []
-    for i, entry in enumerate(listed):
-        check = {"description": "", "paper": "", "thresholds": [], "params": [], **entry}
-        check["cells"] = [c for c in cells if c.get("check_index", i) == i and c["check"] == check["name"]]
+    for i, check in enumerate(data["checks"]):
+        check["cells"] = [c for c in cells if c["check_index"] == i]
         check["metric_columns"] = _metric_columns(check["cells"])
         summarised = check["name"] not in partials
         check["summary_figures"] = _summary_figures(check["cells"]) if summarised else []
@@ -359,12 +304,12 @@ def render_html(results: dict[str, Any], registry: Any = None) -> str:
         for check in checks:
             if check["name"] == name:
                 check["partial"] = Markup(env.from_string(source).render(
-                    check=check, cells=check["cells"], results=results))
-    counts = {v: sum(c["verdict"] == v for c in cells) for v in ("PASS", "FAIL", "ERROR", "SKIPPED")}
+                    check=check, cells=check["cells"], results=data))
+    counts = {v: sum(c["verdict"] == v for c in cells) for v in ("PASS", "FAIL", "ERROR", "SKIPPED", "INFO")}
     counts["borderline"] = sum(c["borderline"] for c in cells)
     return env.get_template("report.html.j2").render(
-        r=results, checks=checks, explainers=explainers, matrix=matrix, strict=bool(results.get("strict")),
-        css=importlib.resources.files("auditor_templates").joinpath("report.css").read_text(),
+        r=data, checks=checks, explainers=explainers, matrix=matrix, strict=document.strict,
+        css=importlib.resources.files("auditor").joinpath("templates").joinpath("report.css").read_text(),
         counts=counts)
 
 
@@ -375,7 +320,8 @@ def render_pdf(html: str) -> bytes:
     return HTML(string=html, url_fetcher=URLFetcher(allowed_protocols={"data"})).write_pdf()
 
 
-def write_report(results: dict[str, Any], out: Any, formats: list[str], registry: Any = None) -> None:
+def write_report(results: Results | dict[str, Any], out: Any, formats: list[str],
+                 registry: Any = None) -> None:
     html = render_html(results, registry)
     if "html" in formats:
         write_atomic(out / "report.html", html)

@@ -1,12 +1,12 @@
-"""results.json (everything the report shows, schema-versioned) and JUnit XML, written atomically.
+"""results.json and its two short forms: JUnit XML for CI and the terminal's verdict table.
 
-`build_results` assembles the document from an audit's concluded cells; `overall_verdict` is
-the audit's verdict from its cells'.
+`build_results` assembles the document from an audit's concluded cells (its schema, version and
+migration: `auditor.results_schema`); `overall_verdict` is the audit's verdict from its cells';
+files are written atomically (`write_atomic`).
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import tempfile
@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree as ET
 
-import numpy as np
 import torch
+
+from .check import Verdict
+from .results_schema import SCHEMA_VERSION, CellResult, Results, as_results
 
 if TYPE_CHECKING:
     from .cells import Cell
@@ -25,13 +27,12 @@ if TYPE_CHECKING:
     from .plugins import Registry
     from .spec import AuditSpec
 
-SCHEMA_VERSION = "1.0"
-
 
 def overall_verdict(verdicts: list[str], borderline: list[bool] | None = None,
                     strict: bool = False) -> str:
     """FAIL if any cell failed (with `strict`, or was borderline), else ERROR if any could not
-    run, else PASS (SKIPPED is neutral)."""
+    run, else PASS (SKIPPED and INFO are neutral: a check that does not apply, or one run
+    without thresholds, neither passes nor fails the audit)."""
     if strict and any(borderline or []):
         return "FAIL"
     for worst in ("FAIL", "ERROR"):
@@ -60,7 +61,9 @@ def build_results(spec: AuditSpec, registry: Registry, loaded: Any, data_fingerp
             "check": check.name, "check_index": cell.check_index, "explainer": cell.explainer,
             "verdict": c.verdict.value,
             "reason": c.reason, "metrics": c.metrics, "evidence": c.evidence,
-            "judgements": [j.as_dict() for j in c.judgements], "borderline": c.borderline,
+            "judgements": [j.as_dict() for j in c.judgements],
+            "estimates": [e.as_dict() for e in c.estimates], "borderline": c.borderline,
+            "estimates": [e.as_dict() for e in c.estimates],
             "thresholds": check.thresholds.model_dump(), "params": check.params.model_dump(),
             "records": cell.records, "traceback": cell.traceback, "seconds": cell.seconds})
     labelled = [s for s in samples.values() if s["label"] is not None]
@@ -113,27 +116,6 @@ def environment(registry: Registry, device: torch.device) -> dict[str, Any]:
     }
 
 
-def to_jsonable(value: Any) -> Any:
-    """Plain JSON types from numpy/torch values; non-finite floats become None."""
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return to_jsonable(value.detach().cpu().tolist())
-    if isinstance(value, np.ndarray):
-        return to_jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return to_jsonable(value.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "value") and isinstance(getattr(value, "value"), str):  # enums
-        return value.value
-    return value
-
-
 def write_atomic(path: Path, text: str | bytes) -> None:
     """Write to a temporary file in the same directory, then rename: never a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,58 +132,66 @@ def write_atomic(path: Path, text: str | bytes) -> None:
         raise
 
 
-def write_json(results: dict[str, Any], path: Path) -> None:
-    write_atomic(path, json.dumps(to_jsonable(results), indent=1, allow_nan=False))
+def write_json(results: Results | dict[str, Any], path: Path) -> None:
+    """results.json: the document validated by the schema (`auditor.results_schema`)."""
+    document = as_results(results).model_dump(mode="json")
+    write_atomic(path, json.dumps(document, indent=1, allow_nan=False))
 
 
-def junit_xml(results: dict[str, Any]) -> str:
-    """One testcase per check x explainer; FAIL -> <failure>, ERROR -> <error>, SKIPPED -> <skipped>."""
-    cells = results["cells"]
-    suite = ET.Element("testsuite", name=results["audit"]["name"], tests=str(len(cells)),
-                       failures=str(sum(c["verdict"] == "FAIL" for c in cells)),
-                       errors=str(sum(c["verdict"] == "ERROR" for c in cells)),
-                       skipped=str(sum(c["verdict"] == "SKIPPED" for c in cells)),
-                       time=f"{results['durations'].get('total', 0.0):.3f}")
+def junit_xml(results: Results | dict[str, Any]) -> str:
+    """One testcase per check x explainer; FAIL -> <failure>, ERROR -> <error>, SKIPPED ->
+    <skipped>; PASS and INFO pass, an INFO testcase with its values as properties."""
+    document = as_results(results)
+    cells = document.cells
+    suite = ET.Element("testsuite", name=document.audit.name, tests=str(len(cells)),
+                       failures=str(sum(c.verdict == "FAIL" for c in cells)),
+                       errors=str(sum(c.verdict == "ERROR" for c in cells)),
+                       skipped=str(sum(c.verdict == "SKIPPED" for c in cells)),
+                       time=f"{document.durations.get('total', 0.0):.3f}")
     for cell in cells:
-        case = ET.SubElement(suite, "testcase", classname=cell["check"], name=cell["explainer"],
-                             time=f"{cell.get('seconds', 0.0):.3f}")
-        tag = {"FAIL": "failure", "ERROR": "error", "SKIPPED": "skipped"}.get(cell["verdict"])
-        if tag is None and cell.get("borderline") and results.get("strict"):
+        case = ET.SubElement(suite, "testcase", classname=cell.check, name=cell.explainer,
+                             time=f"{cell.seconds:.3f}")
+        if cell.verdict == Verdict.INFO and cell.estimates:  # its values, for CI dashboards
+            properties = ET.SubElement(case, "properties")
+            for e in cell.estimates:
+                ET.SubElement(properties, "property", name=e.metric, value=f"{e.value:.6g}")
+                ET.SubElement(properties, "property", name=f"{e.metric}.ci95",
+                              value=f"{e.ci[0]:.6g} {e.ci[1]:.6g}")
+        tag = {"FAIL": "failure", "ERROR": "error", "SKIPPED": "skipped"}.get(cell.verdict.value)
+        if tag is None and cell.borderline and document.strict:
             tag = "failure"  # --strict: a borderline PASS fails
         if tag:
-            ET.SubElement(case, tag, message=_marked(cell)).text = cell.get("traceback") or _marked(cell)
+            ET.SubElement(case, tag, message=marked(cell)).text = cell.traceback or marked(cell)
         else:
-            ET.SubElement(case, "system-out").text = _marked(cell)
+            ET.SubElement(case, "system-out").text = marked(cell)
     root = ET.Element("testsuites", name="xai-auditor")
     root.append(suite)
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
-def _marked(cell: dict[str, Any]) -> str:
-    """The reason, with the borderline sentence where a verdict metric's interval straddles."""
-    if not cell.get("borderline"):
-        return cell["reason"]
-    close = [j for j in cell.get("judgements", []) if j["borderline"]]
-    where = "; ".join(f"{j['metric']} {j['value']:.3f}, 95% CI [{j['ci'][0]:.3f}, {j['ci'][1]:.3f}] "
-                      f"vs {j['threshold']:g}" for j in close)
-    return f"{cell['reason']} (borderline: {where}; add samples to decide)"
+def marked(cell: CellResult) -> str:
+    """The reason, with the borderline sentence where more samples could change the verdict."""
+    if not cell.borderline:
+        return cell.reason
+    close = "; ".join(j.judgement().describe() for j in cell.judgements if j.borderline)
+    return f"{cell.reason} (borderline, the 95% interval straddles: {close}; add samples to decide)"
 
 
-def write_junit(results: dict[str, Any], path: Path) -> None:
+def write_junit(results: Results | dict[str, Any], path: Path) -> None:
     write_atomic(path, junit_xml(results))
 
 
-def verdict_table(results: dict[str, Any]) -> str:
-    """A short plain-text table of the verdicts, for the terminal."""
+def verdict_table(results: Results | dict[str, Any]) -> str:
+    """A short plain-text table of the verdicts, for the terminal (an INFO cell shows its value)."""
+    document = as_results(results)
     rows = [("check", "explainer", "verdict", "reason")]
-    rows += [(c["check"], c["explainer"], c["verdict"] + (" ≈" if c.get("borderline") else ""),
-              _marked(c)) for c in results["cells"]]
+    rows += [(c.check, c.explainer, c.shown(), marked(c)) for c in document.cells]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = ["  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in rows]
-    if any(c.get("borderline") for c in results["cells"]):
+    if any(c.borderline for c in document.cells):
         lines.append("≈ borderline: a verdict metric's 95% interval straddles its threshold"
-                     + (" (--strict: counted as FAIL)" if results.get("strict") else
+                     + (" (--strict: counted as FAIL)" if document.strict else
                         "; the verdict stands by the mean (--strict fails it)"))
-    lines.append(f"overall: {results['verdict']}")
+    lines.append(f"overall: {document.verdict}")
     return "\n".join(lines)

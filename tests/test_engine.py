@@ -73,7 +73,7 @@ def test_results_json_and_junit(tiny_spec, tmp_path):
     spec = load_spec(spec_path)
     results = run_audit(spec, spec_path.parent, progress=False)
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert saved["schema_version"] == "1.0" and saved["spec"]["audit"]["name"] == "tiny"
+    assert saved["schema_version"] == "1.1" and saved["spec"]["audit"]["name"] == "tiny"
     assert saved["model"]["fingerprint"].startswith("sha256:")
     assert saved["data"]["fingerprint"].startswith("sha256:") and saved["data"]["samples"] == 6
     assert saved["data"]["classes"] == ["a", "b", "c"]

@@ -6,7 +6,10 @@ import json
 import re
 import types
 
+import pytest
+
 from auditor.report import render_html
+from auditor.results_schema import ResultsError
 
 
 def warnings_in(html: str) -> list[str]:
@@ -40,7 +43,8 @@ def test_render_is_pure(quickstart_run):
     assert "<p>3 2</p>" in with_partial and render_html(results, registry) == with_partial
     assert json.dumps(results, sort_keys=True) == before
 
-    old = copy.deepcopy(results)  # a results file without the "checks" list (sections from the cells)
+    old = copy.deepcopy(results)  # a 1.0 file without the "checks" list (sections from the cells)
+    old["schema_version"] = "1.0"
     del old["checks"]
     before_old = json.dumps(old, sort_keys=True)
     html = render_html(old)
@@ -51,7 +55,7 @@ def test_render_is_pure(quickstart_run):
 def test_undrawable_evidence_is_a_visible_warning(quickstart_run):
     results = json.loads((quickstart_run[1] / "results.json").read_text())
     line = {"title": "no kind", "x": ["a", "b"], "series": {"s": [0.1, None]}}
-    cell, other, third = results["cells"]
+    cell, other, _ = results["cells"]
     cell["evidence"] = {
         "figures": [line,  # no kind: the schema's default "line", so it is drawn
                     {"kind": "bar", "title": "bars", "x": ["a"], "series": {"s": [1]}},
@@ -64,7 +68,6 @@ def test_undrawable_evidence_is_a_visible_warning(quickstart_run):
         "notes": "kept as data, not drawn",
     }
     other["evidence"] = {"figures": {"kind": "line"}, "tables": "not a list"}
-    third["evidence"] = ["not", "a", "mapping"]
     before = json.dumps(results, sort_keys=True)
     html = render_html(results)
     assert json.dumps(results, sort_keys=True) == before
@@ -83,8 +86,10 @@ def test_undrawable_evidence_is_a_visible_warning(quickstart_run):
     assert warnings_in(cell_html(html, other)) == [
         "evidence entry figures could not be drawn: it is a dict, expected a list",
         "evidence entry tables could not be drawn: it is a str, expected a list"]
-    assert warnings_in(cell_html(html, third)) == ["evidence could not be drawn: it is a list, expected a mapping"]
-    assert html.count('class="evidence-warning"') == 8
+    assert html.count('class="evidence-warning"') == 7
+    results["cells"][2]["evidence"] = ["not", "a", "mapping"]  # the schema: evidence is a mapping
+    with pytest.raises(ResultsError, match=r"cells\[2\]\.evidence: Input should be a valid dictionary"):
+        render_html(results)
 
 
 def test_inline_only_images_are_refused_without_echoing_them(quickstart_run):
@@ -100,12 +105,12 @@ def test_inline_only_images_are_refused_without_echoing_them(quickstart_run):
 
 
 def test_old_results_without_judgements_still_render(quickstart_run):
-    """results.json older than judgements: no interval, no mark, the threshold in the column head."""
+    """A 1.0 file older than judgements: no interval, no mark, the threshold in the column head."""
     results = copy.deepcopy(quickstart_run[0])
+    results["schema_version"] = "1.0"
     for cell in results["cells"]:
-        cell.pop("judgements", None)
-        cell.pop("borderline", None)
-    results.pop("strict", None)
+        del cell["judgements"], cell["borderline"], cell["estimates"]
+    del results["strict"]
     html = render_html(results)
     body = html[html.index("<body>"):]
     assert "≈" not in body and "borderline" not in body and "Strict audit" not in body
@@ -115,22 +120,26 @@ def test_old_results_without_judgements_still_render(quickstart_run):
         assert f'<span class="v">{cell["metrics"]["ssim"]:.3f}</span>' in summary
 
 
-def test_malformed_judgements_are_a_visible_warning(quickstart_run):
+def test_malformed_judgements_are_refused_naming_the_field(quickstart_run):
+    """Judgements follow the results schema: the report never guesses at one it cannot read."""
     results = copy.deepcopy(quickstart_run[0])
-    cell, other, third = results["cells"]
+    cell = results["cells"][0]
     cell["judgements"] = [{"metric": "ssim", "value": 0.4, "ci": [0.3, 0.5], "threshold": 0.5,
-                           "fail_if": "above", "passed": True, "borderline": True, "samples": 8},
-                          {"metric": "ssim", "value": "high"}]
-    other["judgements"] = "not a list"
-    third.pop("judgements", None)
+                           "fail_if": "above", "passed": True, "borderline": True, "samples": 8}]
+    first = cell_html(render_html(results), cell)
+    assert "<td>0.400</td><td>[0.300, 0.500]</td>" in first and "passed (≤ 0.5) ≈ borderline" in first
+    cell["judgements"].append({"metric": "ssim", "value": "high"})
     before = json.dumps(results, sort_keys=True)
-    html = render_html(results)
+    with pytest.raises(ResultsError, match=r"cells\[0\]\.judgements\[1\]\.value: Input should be a valid "
+                                           r"number, unable to parse string as a number \(6 more\)"):
+        render_html(results)
     assert json.dumps(results, sort_keys=True) == before
-    first = cell_html(html, cell)
-    assert warnings_in(first)[0] == "judgements[1] could not be shown: value: Input should be a valid number, " \
-                                    "unable to parse string as a number (4 more)"
-    assert "<td>0.400</td><td>[0.300, 0.500]</td>" in first and "≈ borderline" in first
-    assert warnings_in(cell_html(html, other)) == ["judgements could not be shown: it is a str, expected a list"]
+    results["cells"][0]["judgements"] = "not a list"
+    with pytest.raises(ResultsError, match=r"cells\[0\]\.judgements: Input should be a valid list"):
+        render_html(results)
+    del results["cells"][0]["judgements"]  # required since 1.0 files stopped lacking it
+    with pytest.raises(ResultsError, match=r"cells\[0\]\.judgements: Field required"):
+        render_html(results)
 
 
 def test_a_check_section_draws_each_figure_once_for_every_explainer(quickstart_run):
