@@ -12,6 +12,7 @@ from auditor import Check, Conclusion, Verdict, judge
 from auditor.engine import run_audit
 from auditor.plugins import load_registry
 from auditor.results import verdict_table
+from auditor.verdicts import Estimate, rule
 from auditor.spec import parse_spec
 
 from conftest import tiny_spec_dict
@@ -47,6 +48,20 @@ def test_borderline_when_the_interval_straddles_the_threshold():
     assert one.borderline and one.ci == (0.2, 0.2)  # one sample: no interval, never certain
     with pytest.raises(ValueError, match="finite"):
         judge("x", [0.1, float("nan")], 0.5)
+
+
+def test_one_wording_of_the_threshold_rule():
+    """`rule` is the one place that words a threshold: reasons, the terminal and JUnit in ASCII,
+    the report typeset; `Judgement.describe` is the estimate followed by its rule."""
+    assert [rule("above", 0.5, passed) for passed in (True, False)] == ["<= 0.5", "> 0.5"]
+    assert [rule("below", 0.6, passed) for passed in (True, False)] == [">= 0.6", "< 0.6"]
+    assert rule("above", 0.5, typeset=True) == "≤ 0.5" and rule("below", 0.25, typeset=True) == "≥ 0.25"
+    assert rule("below", 0.6, False, typeset=True) == "< 0.6"
+    failed = judge("ssim", [0.7, 0.8, 0.9], 0.5)
+    assert failed.rule() == "> 0.5" and failed.rule(typeset=True) == "> 0.5"
+    assert failed.describe() == "ssim 0.800 [0.700, 0.900] > 0.5"
+    passed = judge("auc", [0.7, 0.8, 0.9], 0.6, fail_if="below")
+    assert passed.describe() == f"{Estimate.describe(passed)} >= 0.6" and passed.rule(True) == "≥ 0.6"
 
 
 class Close(Check):
