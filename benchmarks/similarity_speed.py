@@ -1,6 +1,6 @@
 """Seconds per 1,000 map pairs of the similarity metrics: host loop (before) vs batched (now).
 
-*Before* is the implementation `plugins/lib/similarity.py` had until issue 15, kept here as the
+*Before* is the implementation `auditor_plugins/lib/similarity.py` had until issue 15, kept here as the
 reference: maps copied to the host, ``scipy.stats.rankdata`` for the ranks, numpy Pearson, and
 one ``skimage.metrics.structural_similarity`` call per map pair. *Now* is the installed module
 (`auditor_plugins.lib.similarity`): everything batched in float64 on the maps' device. Both

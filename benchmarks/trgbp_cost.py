@@ -1,4 +1,4 @@
-"""TR-GBP before / after, in passes: two versions of ``plugins/explainers/trgbp.py`` timed in one
+"""TR-GBP before / after, in passes: two versions of ``auditor_plugins/explainers/trgbp.py`` timed in one
 process, interleaved, against one forward + backward pass of the same model and batch.
 
 ``--before`` is a copy of an earlier ``trgbp.py`` (its relative imports resolve against
@@ -11,7 +11,7 @@ competing for the cores disturb less. Also printed per model and bias_map: how m
 ``F.conv_transpose2d`` calls (the ``patch`` spreading) one explain call makes in each version, and
 the largest difference between the two maps relative to the map's largest magnitude.
 
-    git show HEAD:plugins/explainers/trgbp.py > /tmp/trgbp_before.py
+    git show HEAD:auditor_plugins/explainers/trgbp.py > /tmp/trgbp_before.py
     python benchmarks/trgbp_cost.py --before /tmp/trgbp_before.py              # quickstart, resnet18
     python benchmarks/trgbp_cost.py --before /tmp/trgbp_before.py --models vgg16 --batch 4
 """
