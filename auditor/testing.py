@@ -1,5 +1,6 @@
 """Unit-testing a plugin without writing a spec: a tiny seeded model, a few samples with labels
-and masks, and `run_check`, which runs a check on explainers through the real engine.
+and masks, `run_check`, which runs a check on explainers through the real engine, and
+`ConstantMap`, the explainer whose map explains nothing (every check must say so).
 
     from auditor.testing import run_check
 
@@ -20,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from .check import Check
 from .engine import run_audit
-from .explain import Explainer
+from .explain import Explainer, Params
 from .hookspecs import hookimpl
 from .plugins import load_registry
 from .spec import parse_spec
@@ -70,6 +72,33 @@ def tiny_samples(count: int = 6, size: int = 16, classes: int = 3, seed: int = 0
         x[i, :, top:top + side, left:left + side] = 1.0
         masks[i, top:top + side, left:left + side] = True
     return {"x": x, "y": torch.arange(count) % classes, "masks": masks}
+
+
+class ConstantMapParams(Params):
+    value: float = Field(1.0, description="the value of every pixel (0: no attribution at all)")
+
+
+class ConstantMap(Explainer):
+    """The same `value` at every pixel of every map, whatever the model, input and class.
+
+    A map that ranks no pixel above another explains nothing, so a check must never read it as
+    evidence: its similarities and correlations are undefined (not "stable", not "changed"), it
+    orders pixels only by the tie-break (as a random map), it puts the area share of its energy
+    in any region. Run your check on it and assert that it says so (the built-in checks mark such
+    samples uninformative, and those with thresholds FAIL a map that is constant on every sample)::
+
+        cell, = run_check(MyCheck, [ConstantMap])
+        assert cell["verdict"] == "FAIL"
+
+    `explainer_params={"constant_map": {"value": 0.0}}` gives the all-zero map.
+    """
+
+    name = "constant_map"
+    description = "every pixel the same value: the uninformative explainer (auditor.testing)"
+    Params = ConstantMapParams
+
+    def explain(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0], *x.shape[2:]), self.params.value, dtype=x.dtype, device=x.device)
 
 
 def run_check(check: type[Check] | str, explainers: list[type[Explainer] | str], *,

@@ -1,4 +1,10 @@
+"""Fixtures shared by the test modules: the tiny audit (a 6-image CSV manifest for the tiny CNN
+of tests/fixtures), the quickstart's sanity audit with every output, the CLI in a subprocess,
+headless Chromium. The quickstart's model, data and spec helpers are in tests/quickstart.py."""
 import copy
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -8,16 +14,17 @@ import torch
 import yaml
 from PIL import Image
 
+from quickstart import QUICKSTART, quickstart_spec, run_quickstart
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
-QUICKSTART = ROOT / "examples" / "quickstart"
+
+sys.path.insert(0, str(FIXTURES))
+from tiny_model import build  # noqa: E402
 
 
 def run_cli(*args: str, pythonpath: Path | None = None) -> tuple[int, str, str]:
     """Run `auditor` in a subprocess (with `pythonpath` prepended); return (code, stdout, stderr)."""
-    import os
-    import subprocess
-
     env = dict(os.environ)
     if pythonpath is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), env.get("PYTHONPATH", "")])
@@ -30,9 +37,6 @@ def run_cli(*args: str, pythonpath: Path | None = None) -> tuple[int, str, str]:
 def tiny_dir(tmp_path_factory) -> Path:
     """A tiny audit: the tiny CNN (factory + state_dict), 6 images in a CSV manifest with masks."""
     root = tmp_path_factory.mktemp("tiny")
-    sys.path.insert(0, str(FIXTURES))
-    from tiny_model import build
-
     torch.save(build().state_dict(), root / "tiny.pt")
     rng = np.random.default_rng(0)
     (root / "img").mkdir()
@@ -81,23 +85,14 @@ def tiny_spec(tiny_dir, tmp_path):
 def quickstart_run(tmp_path_factory):
     """The quickstart audit with three explainers (gradient, guided_backprop, gradcam) and the
     sanity check (the other checks have their own tests and the end-to-end CLI test), every output."""
-    from auditor.engine import run_audit
-    from auditor.spec import load_spec, parse_spec
-
-    spec = load_spec(QUICKSTART / "audit.yaml").model_dump(mode="json")
-    spec["explainers"] = [{"name": "gradient"}, {"name": "guided_backprop"}, {"name": "gradcam"}]
-    spec["checks"] = [c for c in spec["checks"] if c["name"] == "sanity_randomization"]
-    spec["output"]["formats"] = ["json", "junit", "html", "pdf"]
+    spec = quickstart_spec(["gradient", "guided_backprop", "gradcam"], ["sanity_randomization"],
+                           output={"formats": ["json", "junit", "html", "pdf"]})
     out = tmp_path_factory.mktemp("quickstart")
-    results = run_audit(parse_spec(spec, QUICKSTART), QUICKSTART, output_dir=out, progress=False)
-    return results, out
+    return run_quickstart(spec, out), out
 
 
 def chromium() -> str:
     """Path of headless Chromium; skipped locally when absent, an error in CI (AUDITOR_REQUIRE_BROWSER=1)."""
-    import os
-    import shutil
-
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
         if os.environ.get("AUDITOR_REQUIRE_BROWSER"):
@@ -124,27 +119,3 @@ class GuidedReLU(torch.autograd.Function):
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
         return grad * (x > 0) * (grad > 0)
-
-
-def quickstart_model():
-    """The quickstart CNN with its weights, normalization folded in (as `auditor run` prepares it)."""
-    import importlib.util
-
-    from auditor.model import LoadedModel, prepare
-
-    spec = importlib.util.spec_from_file_location("quickstart_model_shared", QUICKSTART / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    net = module.build_model(num_classes=4)
-    net.load_state_dict(torch.load(QUICKSTART / "weights.pt", weights_only=True))
-    return prepare(LoadedModel(net, "quickstart", "quickstart"), (0.5,) * 3, (0.25,) * 3,
-                   torch.device("cpu"))
-
-
-def quickstart_source():
-    """The quickstart's 32 images (64 px) with labels and masks, as a data source."""
-    from auditor.data import ManifestSource
-
-    return ManifestSource(QUICKSTART / "data" / "manifest.csv", (64, 64),
-                          ["circle", "square", "triangle", "cross"], limit=None, seed=0,
-                          skip_errors=False)

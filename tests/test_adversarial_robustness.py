@@ -11,23 +11,20 @@ import yaml
 
 from auditor import Explainer
 from auditor.cli import main
-from auditor.engine import run_audit
 from auditor.errors import SpecError
-from auditor.spec import load_spec, parse_spec
 from auditor.testing import run_check, tiny_model
 from auditor_plugins.checks.adversarial_robustness import partners
 from auditor_plugins.explainers.captum import class_score_gradient
 from auditor_plugins.lib.manipulation import manipulate
 
-from conftest import QUICKSTART, tiny_spec_dict
+from conftest import tiny_spec_dict
+from quickstart import quickstart_check
 
 
 def quickstart_cells(out: Path, explainers: list[str], **params) -> list[dict]:
-    spec = load_spec(QUICKSTART / "audit.yaml").model_dump(mode="json")
-    spec["explainers"] = [e for e in spec["explainers"] if e["name"] in explainers]
-    spec["checks"] = [{"name": "adversarial_robustness", "params": params}]
-    spec["output"].update(formats=["json"], gallery_samples=0)
-    return run_audit(parse_spec(spec, QUICKSTART), QUICKSTART, output_dir=out, progress=False)["cells"]
+    """The check's cells on the quickstart, one per explainer of `explainers`, with `params`."""
+    return list(quickstart_check({"name": "adversarial_robustness", "params": params}, explainers,
+                                 output_dir=out, output={"gallery_samples": 0}).values())
 
 
 def test_the_attack_moves_the_gradient_map_far_more_than_noise_of_the_same_size(tmp_path):

@@ -10,16 +10,16 @@ import torch
 
 from auditor import AuditContext, Batch, Explainer
 from auditor.cli import main
-from auditor.engine import preflight, run_audit
+from auditor.engine import preflight
 from auditor.errors import SpecError
 from auditor.explain import ExplanationCache
 from auditor.plugins import load_registry
-from auditor.spec import load_spec, parse_spec
-from auditor.testing import run_check, tiny_model, tiny_samples
+from auditor.testing import ConstantMap, run_check, tiny_model, tiny_samples
 from auditor_plugins.checks.class_sensitivity import ClassSensitivity, other_classes
 from auditor_plugins.lib.similarity import METRICS, similarities
 
-from conftest import QUICKSTART, tiny_spec_dict, write_spec
+from conftest import tiny_spec_dict, write_spec
+from quickstart import quickstart_check
 
 ALL = ["runner_up", "random", "least_likely"]
 
@@ -152,28 +152,18 @@ def test_constant_maps_are_uninformative_or_count_as_zero():
     assert "1 runner-up, 1 random other class other-class maps constant" in conclusion.reason
 
 
-class Flat(Explainer):
-    name = "flat"
-
-    def explain(self, model, x, target):
-        return torch.ones(x.shape[0], *x.shape[2:])
-
-
 def test_a_constant_explainer_fails_whatever_the_thresholds():
-    cell, = run_check(ClassSensitivity, [Flat], thresholds={"ssim": 1.0})
+    cell, = run_check(ClassSensitivity, [ConstantMap], thresholds={"ssim": 1.0})
     assert cell["verdict"] == "FAIL"
     assert cell["reason"] == "the map does not depend on the input (constant on all 6 samples)"
 
 
 @pytest.fixture(scope="module")
 def quickstart_cells(tmp_path_factory):
-    spec = load_spec(QUICKSTART / "audit.yaml").model_dump(mode="json")
-    spec["explainers"] = [{"name": n} for n in ("guided_backprop", "trgbp", "gradcam", "smoe_scale")]
-    spec["checks"] = [{"name": "class_sensitivity", "params": {"evidence_samples": 2}}]
     out = tmp_path_factory.mktemp("class_sensitivity")
-    spec["output"] = {"directory": str(out), "formats": ["json", "html"]}
-    results = run_audit(parse_spec(spec, QUICKSTART), QUICKSTART, progress=False)
-    return {c["explainer"]: c for c in results["cells"]}, out
+    return quickstart_check({"name": "class_sensitivity", "params": {"evidence_samples": 2}},
+                            ["guided_backprop", "trgbp", "gradcam", "smoe_scale"], output_dir=out,
+                            output={"formats": ["json", "html"]}), out
 
 
 def test_known_outcomes_on_the_quickstart_model(quickstart_cells):

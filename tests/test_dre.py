@@ -23,7 +23,7 @@ from auditor_plugins.explainers.dre.tuning import insertion_weights
 from auditor_plugins.lib.perturbation import (Cost, PixelPath, canvas, curve_probabilities,
                                               fractions, ranks_of, saliency_order, step_counts,
                                               tie_keys, trapezoid_auc)
-from conftest import QUICKSTART, quickstart_model
+from quickstart import quickstart_images, quickstart_model, quickstart_source
 
 CPU = torch.device("cpu")
 
@@ -141,12 +141,7 @@ def test_dre_plus_weights_follow_the_monotone_insertion_curve():
 @pytest.fixture(scope="module")
 def quickstart_fit():
     """DRE fitted on the 32 quickstart images (a moderate budget), their maps and targets."""
-    from auditor.data import ManifestSource
-
-    model = quickstart_model()
-    source = ManifestSource(QUICKSTART / "data" / "manifest.csv", (64, 64), None, limit=None,
-                            seed=0, skip_errors=False)
-    x = torch.stack([source[i]["x"] for i in range(len(source))])
+    model, source, (x, _, _) = quickstart_model(), quickstart_source(), quickstart_images()
     with torch.no_grad():
         target = model(x).argmax(1)
     params = DRE.Params(embedding_steps=30, steps=100)

@@ -2,26 +2,21 @@
 a constant map orders pixels as the random baseline; known outcomes on the quickstart (gradcam
 and integrated gradients beat a random order on insertion, a random map does not); bad
 parameters are spec errors naming the path."""
-import types
 
 import numpy as np
 import pydantic
 import pytest
 import torch
-import yaml
 
-import auditor
 from auditor import Explainer
 from auditor.cli import main as cli
-from auditor.engine import run_audit
-from auditor.plugins import load_registry
-from auditor.spec import parse_spec
-from auditor.testing import run_check, tiny_model
+from auditor.testing import ConstantMap, run_check, tiny_model
 from auditor_plugins.checks.faithfulness import Faithfulness
 from auditor_plugins.lib.perturbation import (Cost, PixelPath, canvas, curve_probabilities,
                                               ranks_of, saliency_order, step_counts, tie_keys)
 
-from conftest import QUICKSTART, tiny_spec_dict
+from conftest import tiny_spec_dict
+from quickstart import quickstart_check
 
 
 def test_curves_match_an_explicit_per_image_loop():
@@ -68,13 +63,6 @@ def test_ties_follow_the_seeded_random_order():
     assert torch.equal(order[:, 1:], keys.argsort(dim=1)[keys.argsort(dim=1) != 10].view(4, 49))
 
 
-class ConstantMap(Explainer):
-    name = "constant_map_faithfulness"
-
-    def explain(self, model, x, target):
-        return torch.ones(x.shape[0], *x.shape[2:])
-
-
 class RandomMap(Explainer):
     """Noise maps, seeded by the image: carry no information about the model."""
 
@@ -108,23 +96,9 @@ def test_constant_map_is_the_random_baseline_and_lerf_is_insertion_backwards():
     assert [f["title"][:9] for f in gradient["evidence"]["figures"]] == ["Insertion", "Deletion:"]
 
 
-def quickstart_cells(check: dict, explainers: list, extra=()) -> list[dict]:
-    spec = yaml.safe_load((QUICKSTART / "audit.yaml").read_text())
-    spec["audit"]["device"] = "cpu"
-    spec["explainers"] = [e for e in spec["explainers"] if e["name"] in explainers]
-    spec["explainers"] += [{"name": cls.name} for cls in extra]
-    spec["checks"] = [check]
-    spec["output"] = {"formats": []}
-    plugin = types.SimpleNamespace(auditor_explainers=auditor.hookimpl(
-        specname="auditor_explainers")(lambda: list(extra)))
-    results = run_audit(parse_spec(spec, QUICKSTART), QUICKSTART, progress=False,
-                        registry=load_registry(extra=[(plugin, "tests")]))
-    return {c["explainer"]: c for c in results["cells"]}
-
-
 def test_quickstart_gradcam_and_integrated_gradients_beat_random_a_random_map_does_not(tmp_path):
-    cells = quickstart_cells({"name": "faithfulness", "params": {"step": 1 / 16, "curves": ["insertion"]}},
-                             ["gradcam", "integrated_gradients"], extra=[RandomMap])
+    cells = quickstart_check({"name": "faithfulness", "params": {"step": 1 / 16, "curves": ["insertion"]}},
+                             ["gradcam", "integrated_gradients"], extra=[RandomMap], output_dir=tmp_path)
     for name in ("gradcam", "integrated_gradients"):
         assert cells[name]["verdict"] == "PASS", cells[name]["reason"]
         assert cells[name]["metrics"]["insertion_margin"] > 0.1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import types
 from pathlib import Path
 
@@ -12,10 +13,13 @@ import torch
 import yaml
 from pydantic import Field
 
+import auditor.plugins as plugins
 from auditor import Explainer, Params, hookimpl
+from auditor.audit import open_audit
 from auditor.cli import main
 from auditor.explain import capabilities
 from auditor.fit import FitData, NotFittedError
+from auditor.spec import load_spec
 from auditor.state_store import StateError, StateStore, state_meta
 from auditor.testing import run_check, tiny_samples
 
@@ -71,8 +75,6 @@ def _plugin():
 @pytest.fixture
 def trainable(monkeypatch, tiny_dir, tmp_path):
     """A spec with `mean_template` next to the tiny model, its store in tmp_path; CLI runner."""
-    import auditor.plugins as plugins
-
     real = plugins.load_registry
     monkeypatch.setattr(plugins, "load_registry", lambda extra=None, disabled=None: real(
         extra=[*(extra or []), (_plugin(), "test")], disabled=disabled))
@@ -114,10 +116,10 @@ def test_fit_then_run_reuses_the_state(trainable, tmp_path):
     code, out, err = cli("run", str(spec), "--quiet")
     assert code in (0, 1), err
     assert MeanTemplate.fits == 1  # reused, not refitted
-    import json
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["explainer_states"] == {"tmpl": str(files[0])}
-    assert {c["explainer"]: c["verdict"] for c in results["cells"]}["tmpl"] == "PASS"
+    cell = next(c for c in results["cells"] if c["explainer"] == "tmpl")
+    assert cell["verdict"] == "INFO" and 0 < cell["metrics"]["gini"] < 1  # complexity: no thresholds
 
 
 def test_fit_auto_fits_on_the_first_run_only(trainable):
@@ -158,16 +160,9 @@ def test_another_models_state_is_never_used(trainable, tiny_dir, tmp_path):
 
 def _meta_for_current(spec: Path) -> dict:
     """The meta `auditor run` would look up for `tmpl` (model and data fingerprints of now)."""
-    from auditor.engine import _load, _predict, resolve_device
-    from auditor.plugins import load_registry
-    from auditor.spec import load_spec
-
-    parsed = load_spec(spec)
-    registry = load_registry()
-    explainers = registry.make_explainers(parsed)
-    loaded, model, source = _load(parsed, spec.parent, registry, resolve_device("cpu"))
-    _, data_fp, _, _ = _predict(model, source, parsed, resolve_device("cpu"), False)
-    return state_meta(loaded.fingerprint, data_fp, explainers["tmpl"])
+    audit = open_audit(load_spec(spec), spec.parent, plugins.load_registry())  # `trainable`'s
+    predictions, _ = audit.predict()
+    return state_meta(audit.loaded.fingerprint, predictions.fingerprint, audit.explainers["tmpl"])
 
 
 def test_truncated_state_file_is_a_clear_error(trainable, tmp_path):
@@ -228,7 +223,8 @@ def test_a_fit_that_changes_the_audited_model_is_an_error(trainable, monkeypatch
 def test_capabilities_and_run_check_fit_on_the_fly():
     assert capabilities(MeanTemplate) == ["needs_fitting"]
     cell, = run_check("complexity", [MeanTemplate], samples=4)
-    assert cell["verdict"] == "PASS", cell["reason"]
+    assert cell["verdict"] == "INFO", cell["reason"]  # fitted, explained, measured: no thresholds
+    assert 0 < cell["metrics"]["gini"] < 1
 
 
 def test_fit_data_streams_exactly_the_steps_asked_reshuffled():

@@ -11,10 +11,10 @@ from sklearn.metrics import average_precision_score
 from auditor import Batch, Explainer
 from auditor.cli import main as cli
 from auditor.explain import ExplanationCache
-from auditor.testing import run_check, tiny_model
+from auditor.testing import ConstantMap, run_check, tiny_model
 from auditor_plugins.checks.localisation import Localisation
 
-from test_faithfulness import quickstart_cells
+from quickstart import quickstart_check
 
 
 class Fixed(Explainer):
@@ -56,13 +56,6 @@ def test_metrics_match_an_explicit_recomputation():
     assert conclusion.metrics["pointing_game"] == pytest.approx(2 / 3)
 
 
-class ConstantMap(Explainer):
-    name = "constant_map_localisation"
-
-    def explain(self, model, x, target):
-        return torch.full((x.shape[0], *x.shape[2:]), 0.25)
-
-
 def test_a_constant_map_scores_the_area_share_and_is_uninformative():
     cell, = run_check(Localisation, [ConstantMap], samples=5)
     for r in cell["records"]:
@@ -74,7 +67,7 @@ def test_a_constant_map_scores_the_area_share_and_is_uninformative():
 
 
 def test_quickstart_gradcam_and_srd_point_inside_the_shape():
-    cells = quickstart_cells({"name": "localisation"}, ["gradcam", "srd"])
+    cells = quickstart_check("localisation", ["gradcam", "srd"])
     for name in ("gradcam", "srd"):
         cell = cells[name]
         assert cell["verdict"] == "PASS", cell["reason"]

@@ -7,24 +7,20 @@ import builtins
 
 import pytest
 
-from auditor.engine import run_audit
 from auditor.errors import SpecError
-from auditor.spec import load_spec, parse_spec
 
-from conftest import QUICKSTART
+from quickstart import quickstart_spec, run_quickstart
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
 
 
 def quickstart(engine: str, out, **changes) -> dict:
-    spec = load_spec(QUICKSTART / "audit.yaml").model_dump(mode="json")
-    spec["explainers"] = [{"name": "gradient"}, {"name": "guided_backprop"}]
-    spec["checks"] = [{"name": "sanity_randomization", "params": {"independent": False}},
-                      {"name": "class_sensitivity"}, {"name": "complexity"}]
-    spec["execution"] = {"engine": engine, "num_workers": 2}
-    spec["output"].update(formats=["json"], gallery_samples=2, directory=str(out))
+    spec = quickstart_spec(["gradient", "guided_backprop"],
+                           [{"name": "sanity_randomization", "params": {"independent": False}},
+                            {"name": "class_sensitivity"}, {"name": "complexity"}],
+                           execution={"engine": engine, "num_workers": 2}, output={"gallery_samples": 2})
     spec.update(changes)
-    return run_audit(parse_spec(spec, QUICKSTART), QUICKSTART, progress=False)
+    return run_quickstart(spec, out)
 
 
 def comparable(results: dict) -> list:

@@ -24,6 +24,7 @@ from auditor_plugins.checks.sanity_randomization import SanityRandomization
 from auditor_plugins.lib.similarity import METRICS
 
 from auditor.spec import load_spec
+from auditor.testing import ConstantMap
 from conftest import FIXTURES
 
 sys.path.insert(0, str(FIXTURES))
@@ -184,30 +185,16 @@ def test_uninformative_samples_are_left_out_and_collapsed_maps_count_as_zero():
     assert conclusion.verdict == "PASS"  # thresholds 1.0: nothing can exceed them
 
 
-class Ones(Explainer):
-    name = "ones"
-
-    def explain(self, model, x, target):
-        return torch.ones(x.shape[0], *x.shape[2:])
-
-
-class Zeros(Explainer):
-    name = "zeros"
-
-    def explain(self, model, x, target):
-        return torch.zeros(x.shape[0], *x.shape[2:])
-
-
 @auditor.hookimpl(specname="auditor_explainers")
 def constant_explainers():
-    return [Ones, Zeros]
+    return [ConstantMap]
 
 
-@pytest.mark.parametrize("name", ["ones", "zeros"])
-def test_a_constant_explainer_fails_whatever_the_thresholds(name, tiny_spec, tmp_path):
+@pytest.mark.parametrize("value", [1.0, 0.0])
+def test_a_constant_explainer_fails_whatever_the_thresholds(value, tiny_spec, tmp_path):
     """With thresholds 1.0 no similarity can exceed them: only the constant rule can fail it."""
     registry = load_registry(extra=[(types.SimpleNamespace(auditor_explainers=constant_explainers), "tests")])
-    spec_path = tiny_spec(explainers=[{"name": name}],
+    spec_path = tiny_spec(explainers=[{"name": "constant_map", "params": {"value": value}}],
                           checks=[{"name": "sanity_randomization", "params": {"independent": False},
                                    "thresholds": {"spearman_abs": 1.0, "ssim": 1.0}}],
                           output={"directory": str(tmp_path / "out"), "formats": ["json"]})

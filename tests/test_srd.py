@@ -6,7 +6,6 @@ and the Table 2 resolutions on real architectures, the `contrastive` seeds again
 import copy
 import importlib.util
 import json
-import sys
 
 import pytest
 import torch
@@ -14,30 +13,20 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from auditor.engine import run_audit
 from auditor.model import LoadedModel, prepare
 from auditor.plugins import load_registry
-from auditor.spec import load_spec, parse_spec
 from auditor_plugins.explainers.srd import (SRD, Decomposition, SRDParams, SRDUnsupportedError,
                                              default_encoder_output, head)
 from pydantic import ValidationError
 
-from conftest import FIXTURES, QUICKSTART
-
-sys.path.insert(0, str(QUICKSTART))
-import model as quickstart_model  # noqa: E402
+from conftest import FIXTURES
+from quickstart import quickstart_model as quickstart, quickstart_spec, run_quickstart
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 def wrap(net, mean=(0.5,) * 3, std=(0.25,) * 3):
     return prepare(LoadedModel(net, "", ""), mean, std, torch.device("cpu"))
-
-
-def quickstart():
-    net = quickstart_model.build_model(4)
-    net.load_state_dict(torch.load(QUICKSTART / "weights.pt", weights_only=True))
-    return wrap(net)
 
 
 def sharing_ratios(module, x, start):
@@ -329,10 +318,7 @@ def test_resolutions_of_table_2_on_real_architectures(arch, size, expected):
 
 def test_registered_and_runs_in_a_real_audit(tmp_path):
     assert load_registry().explainers["srd"].cls is SRD
-    spec = load_spec(QUICKSTART / "audit.yaml").model_dump(mode="json")
-    spec["explainers"] = [{"name": "srd"}]
-    spec["checks"] = [c for c in spec["checks"] if c["name"] == "sanity_randomization"]
-    results = run_audit(parse_spec(spec, QUICKSTART), QUICKSTART, output_dir=tmp_path, progress=False)
+    results = run_quickstart(quickstart_spec(["srd"], ["sanity_randomization"]), tmp_path)
     cell = results["cells"][0]
     ev = cell["evidence"]
     print(f"\nsrd: {cell['verdict']} ({cell['reason']}) metrics {cell['metrics']}")

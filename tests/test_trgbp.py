@@ -2,7 +2,6 @@
 terms by hand, an independent Eq. 8 reference (explicit ones-inputs, one forward + backward per
 class) on torchvision models, the cost in passes, the class example of §5.2.1 on two objects, and
 the sanity-check outcome of §5.2.2 (Fig. 5) on the quickstart model."""
-import sys
 
 import numpy as np
 import pytest
@@ -12,19 +11,14 @@ import torchvision
 from captum.attr import GuidedBackprop
 from torch import nn
 
-from auditor.engine import run_audit
 from auditor.explain import validated
 from auditor.model import LoadedModel, prepare
 from auditor.plugins import load_registry
-from auditor.spec import load_spec, parse_spec
 from auditor_plugins.explainers.trgbp import (BIASED, TRGBP, TRGBPParams, _guide, effective_bias,
                                               spread_over_patches)
 
-from conftest import QUICKSTART, GuidedReLU
-
-sys.path.insert(0, str(QUICKSTART))
-import dataset  # noqa: E402
-import model as quickstart_model  # noqa: E402
+from conftest import GuidedReLU
+from quickstart import dataset, quickstart_model as quickstart, quickstart_spec, run_quickstart
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
@@ -36,12 +30,6 @@ def wrap(net, mean=(0.5,) * 3, std=(0.25,) * 3):
 def explain(model, x, target, **params):
     x = x.clone().requires_grad_(True)
     return validated(TRGBP(TRGBPParams(**params)).explain(model, x, target), x, "trgbp")
-
-
-def quickstart():
-    net = quickstart_model.build_model(4)
-    net.load_state_dict(torch.load(QUICKSTART / "weights.pt", weights_only=True))
-    return wrap(net)
 
 
 def small_cnn(classes=6, zero_biases=False):
@@ -495,10 +483,7 @@ def test_class_maps_of_two_objects():
 # --- §5.2.2 / Fig. 5: TR-GBP passes the randomization sanity check where GBP fails -------------
 
 def test_sanity_check_trgbp_passes_guided_backprop_fails(tmp_path):
-    spec = load_spec(QUICKSTART / "audit.yaml").model_dump(mode="json")
-    spec["explainers"] = [{"name": "trgbp"}, {"name": "guided_backprop"}]
-    spec["checks"] = [c for c in spec["checks"] if c["name"] == "sanity_randomization"]
-    results = run_audit(parse_spec(spec, QUICKSTART), QUICKSTART, output_dir=tmp_path, progress=False)
+    results = run_quickstart(quickstart_spec(["trgbp", "guided_backprop"], ["sanity_randomization"]), tmp_path)
     cells = {c["explainer"]: c for c in results["cells"]}
     for name, cell in cells.items():
         print(f"\n{name}: {cell['verdict']} ({cell['reason']})")

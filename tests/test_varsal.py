@@ -21,7 +21,7 @@ from auditor_plugins.explainers.varsal.prior import kl_to_soft_tv, soft_tv_covar
 from auditor_plugins.lib.perturbation import (Cost, PixelPath, canvas, curve_probabilities,
                                               fractions, ranks_of, saliency_order, step_counts,
                                               tie_keys, trapezoid_auc)
-from conftest import quickstart_model, quickstart_source
+from quickstart import quickstart_images, quickstart_model
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -41,13 +41,6 @@ class TensorSource(torch.utils.data.Dataset):
 
 def fit_data(x, batch_size, seed=0, classes=3):
     return FitData(TensorSource(x), torch.device("cpu"), seed, batch_size, classes)
-
-
-def quickstart_model_and_data():
-    """The prepared quickstart CNN and its 32 images [32,3,64,64] with masks [32,64,64]."""
-    model, source = quickstart_model(), quickstart_source()
-    items = [source[i] for i in range(len(source))]
-    return model, torch.stack([i["x"] for i in items]), torch.stack([i["mask"] for i in items]).bool()
 
 
 def insertion_auc(model, x, maps, target, seed=0, step=1 / 16):
@@ -199,7 +192,7 @@ def test_quickstart_fit_lowers_the_loss_and_finds_the_objects():
     insertion AUC 0.859 (random order 0.745, gradient 0.912), mask average precision 0.304
     (chance 0.075), pointing game 0.44."""
     torch.set_num_threads(2)
-    model, x, masks = quickstart_model_and_data()
+    model, (x, _, masks) = quickstart_model(), quickstart_images()
     with torch.no_grad():
         target = model(x).argmax(1)
     explainer = VarSal(VarSal.Params(steps=50))

@@ -15,11 +15,11 @@ import torch
 from auditor import Batch, Explainer, Params
 from auditor.explain import ExplanationCache
 from auditor.fit import FitData
-from auditor.testing import run_check, tiny_model
+from auditor.testing import ConstantMap, run_check, tiny_model
 from auditor_plugins.checks.varsal_uncertainty import VarsalUncertainty, uncertainty_scores
 from auditor_plugins.lib.corruptions import CORRUPTIONS, corrupt
 
-from conftest import quickstart_model, quickstart_source
+from quickstart import quickstart_model, quickstart_source
 
 
 def grad_magnitude(model, x, target):
@@ -57,12 +57,11 @@ class HalfStd(NoisyGradient):
         return grad_magnitude(model, x, target) / 2
 
 
-class Flat(HalfStd):
-    """A constant map: every sample uninformative."""
+class Flat(ConstantMap):
+    """A constant map with HalfStd's uncertainty: every sample uninformative."""
     name = "flat_test"
-
-    def explain(self, model, x, target):
-        return torch.ones(x.shape[0], *x.shape[2:])
+    gives_uncertainty = True
+    uncertainty = HalfStd.uncertainty
 
 
 def explicit_u(mean, std, fraction):
