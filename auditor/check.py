@@ -3,17 +3,24 @@
 `measure` must be pure (no global state) and return one small JSON-able record per sample, so
 records can be streamed, saved per batch, or computed on remote workers. `conclude` turns all
 records of one check x explainer cell into metrics, evidence (tables, curves) and a verdict.
+
+The verdict's rules live here, once (`Check.conclude` is a template): a check's `evaluate`
+returns the per-sample values of each metric (`Measured`) and its evidence; the base splits off
+the uninformative samples, judges each metric whose threshold is set (each `Thresholds` field
+declares its direction once, with `threshold`), and words the reason and the notes.
 """
 from __future__ import annotations
 
 import enum
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, Sequence
+
+from pydantic import Field
 
 from .batch import Batch
 from .evidence import EvidenceError, validated_evidence
-from .verdicts import Judgement
+from .verdicts import Estimate, Judgement, estimate, judge
 from .explain import Explainer, Params
 
 
@@ -22,6 +29,7 @@ class Verdict(str, enum.Enum):
     FAIL = "FAIL"
     ERROR = "ERROR"      # the check could not run; `reason` says why
     SKIPPED = "SKIPPED"  # the check does not apply; `reason` says why
+    INFO = "INFO"        # informational: run without thresholds, a value and never a PASS
 
 
 @dataclass
@@ -29,11 +37,13 @@ class Conclusion:
     """Result of one check x explainer cell.
 
     `judgements` are the verdict metrics judged by `auditor.verdicts.judge` (mean, bootstrap 95%
-    interval, threshold); a cell with a borderline judgement is marked borderline.
+    interval, threshold); `estimates` the metrics reported without a threshold (`estimate`).
     `evidence` is JSON-able data following `auditor.evidence.Evidence`: the report draws
     ``tables`` (`Table`), ``figures`` (`LineFigure`) and ``images`` (`ImageGrid`) for any check
     (dicts or the models themselves); any other key is kept in results.json as data. Malformed
-    evidence makes the cell ERROR with the entry and field named.
+    evidence makes the cell ERROR with the entry and field named. `settled`: a rule outside the
+    judgements decided the verdict (a judged metric with no values), so more samples cannot
+    change it.
     """
 
     verdict: Verdict
@@ -41,11 +51,61 @@ class Conclusion:
     metrics: dict[str, float] = field(default_factory=dict)
     evidence: dict[str, Any] = field(default_factory=dict)
     judgements: list[Judgement] = field(default_factory=list)  # verdict metrics with intervals
+    estimates: list[Estimate] = field(default_factory=list)    # reported metrics, no threshold
+    settled: bool = False
 
     @property
     def borderline(self) -> bool:
-        """A verdict metric's 95% interval straddles its threshold: more samples could flip it."""
-        return any(j.borderline for j in self.judgements)
+        """More samples could change the verdict: a PASS whose judged metric's 95% interval
+        straddles its threshold, or a FAIL whose every failing metric's interval straddles (a
+        FAIL that one metric decides beyond its interval is not borderline, whatever the others)."""
+        if self.verdict == Verdict.PASS:
+            return any(j.borderline for j in self.judgements)
+        if self.verdict == Verdict.FAIL and not self.settled:
+            failing = [j for j in self.judgements if not j.passed]
+            return bool(failing) and all(j.borderline for j in failing)
+        return False
+
+
+def threshold(default: float | None, *, fail_if: Literal["above", "below"], description: str,
+              **constraints: Any) -> Any:
+    """A judged field of a check's `Thresholds` model: its default, the side on which the metric
+    fails (``"above"``: the metric fails when its mean exceeds the threshold), and a description
+    that says where the default comes from. ``None`` as the value: the metric is reported, not
+    judged. Fields declared with plain `Field` are parameters of a rule, never judged."""
+    return Field(default, description=description, json_schema_extra={"fail_if": fail_if},
+                 **constraints)
+
+
+@dataclass
+class Measured:
+    """The per-sample values of one metric, judged by the `Thresholds` field `judged_by`
+    (default: the field named like the metric). A metric without such a field, or whose field is
+    ``None``, is reported as an `Estimate`. `empty` says why there are no values; a judged metric
+    with none FAILs with that reason."""
+
+    metric: str
+    values: Sequence[float]
+    judged_by: str | None = None
+    empty: str = ""
+
+
+@dataclass
+class Evaluation:
+    """What `Check.evaluate` returns; `Check.conclude` turns it into the `Conclusion`.
+
+    `context` says what was measured ("after randomizing the top 5 of 9 blocks"), `failure` what
+    a FAIL means ("still similar to the original map"), `notes` what the reader must know besides
+    the sample counts the base adds. `error`: the cell cannot be concluded (ERROR with that reason).
+    """
+
+    measured: list[Measured]
+    metrics: dict[str, float] = field(default_factory=dict)
+    evidence: dict[str, Any] = field(default_factory=dict)
+    context: str = ""
+    failure: str = "failed"
+    notes: list[str] = field(default_factory=list)
+    error: str = ""
 
 
 @dataclass(frozen=True)
@@ -109,9 +169,112 @@ class Check:
         """Return one record per sample of `batch` for explainer label `explainer`."""
         raise NotImplementedError
 
-    def conclude(self, records: list[dict[str, Any]], explainer: str) -> Conclusion:
-        """Aggregate every record of the audit into metrics, evidence and a verdict."""
+    # -- conclude: a template; a check writes `evaluate` (and, where its records say it
+    # differently, `measured` / `informative`) --------------------------------------------------
+    uninformative_means: ClassVar[str] = "constant map"  # why a sample is uninformative, in words
+    all_uninformative: ClassVar[str] = "the map does not depend on the input (constant on all {n} samples)"
+
+    def measured(self, record: dict[str, Any]) -> bool:
+        """Whether the sample was measured at all (records ``"measured": false`` were not)."""
+        return record.get("measured", True)
+
+    def informative(self, record: dict[str, Any]) -> bool:
+        """Whether the sample's map can be evidence (``"informative": false``: a constant map)."""
+        return record.get("informative", True)
+
+    def evaluate(self, informative: list[dict[str, Any]], records: list[dict[str, Any]]) -> Evaluation:
+        """The metrics to judge over the informative records (at least one), and the evidence.
+        `records` holds every record (pictures, per-batch data)."""
         raise NotImplementedError
+
+    def none_measured(self, records: list[dict[str, Any]]) -> Conclusion:
+        """The conclusion when no record was measured."""
+        return Conclusion(Verdict.ERROR, f"no sample was measured ({len(records)} records)")
+
+    def constant_evidence(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """The evidence shown when every measured sample is uninformative (e.g. the pictures)."""
+        return {}
+
+    def constant_metrics(self, records: list[dict[str, Any]]) -> dict[str, float]:
+        """The metrics that still mean something when every measured sample is uninformative."""
+        return {}
+
+    def direction(self, name: str) -> Literal["above", "below"] | None:
+        """The side on which the `Thresholds` field `name` fails, or None: not a judged field."""
+        info = self.Thresholds.model_fields.get(name)
+        extra = info.json_schema_extra if info is not None else None
+        return extra.get("fail_if") if isinstance(extra, dict) else None
+
+    def conclude(self, records: list[dict[str, Any]], explainer: str) -> Conclusion:
+        """Aggregate every record of the audit into metrics, evidence and a verdict.
+
+        "The map does not depend on the input" when every measured sample is uninformative (FAIL,
+        or INFO when no threshold is set); ERROR
+        when `evaluate` says so; INFO when no metric is judged; else FAIL when a judged metric
+        is past its threshold (by the mean; the reason names the metric that decided), PASS."""
+        measured = [r for r in records if self.measured(r)]
+        if not measured:
+            return self.none_measured(records)
+        informative = [r for r in measured if self.informative(r)]
+        excluded = len(measured) - len(informative)
+        if not informative:  # informational without thresholds; with them, nothing to stand on
+            judged = any(self.direction(name) and value is not None
+                         for name, value in self.thresholds.model_dump().items())
+            return Conclusion(Verdict.FAIL if judged else Verdict.INFO,
+                              self.all_uninformative.format(n=len(measured)),
+                              {**self.constant_metrics(measured), "uninformative": excluded},
+                              validated_evidence({"samples": len(records), "uninformative": excluded,
+                                                  **self.constant_evidence(records)}))
+        result = self.evaluate(informative, records)
+        judgements, estimates, missing = self._judged(result.measured)
+        metrics = {**{e.metric: e.value for e in estimates + judgements}, **result.metrics,
+                   "uninformative": excluded}
+        evidence = validated_evidence({"samples": len(records), "uninformative": excluded,
+                                       **result.evidence})  # the evidence models as plain data
+        counts = sorted({e.samples for e in judgements + estimates})
+        notes = ([f"mean of {counts[0]} samples, 95% CI" if len(counts) == 1 else
+                  f"means of {counts[0]}-{counts[-1]} samples, 95% CI"] if counts else [])
+        if excluded:
+            notes.append(f"{excluded} of {len(measured)} uninformative ({self.uninformative_means}), "
+                         "excluded")
+        where = "; ".join(notes + result.notes)
+        where = f"{result.context} ({where})" if result.context else f"({where})"
+        if result.error:
+            return Conclusion(Verdict.ERROR, result.error, metrics, evidence,
+                              judgements, estimates)
+        if not judgements and not missing:
+            shown = ", ".join(e.describe() for e in estimates)
+            return Conclusion(Verdict.INFO, f"informational: no thresholds set; {shown} {where}",
+                              metrics, evidence, judgements, estimates)
+        failing = [j for j in judgements if not j.passed]
+        if not failing and not missing:
+            return Conclusion(Verdict.PASS, f"{where}: " + ", ".join(j.describe() for j in judgements),
+                              metrics, evidence, judgements, estimates)
+        decisive = [j.describe() for j in failing if not j.borderline]
+        rest = [f"{j.describe()} (interval straddles)" for j in failing if j.borderline]
+        decided = missing + decisive or rest
+        also = rest if missing + decisive else []
+        return Conclusion(Verdict.FAIL, f"{where}: {result.failure}: decided by " + ", ".join(decided)
+                          + (f"; also {', '.join(also)}" if also else ""), metrics, evidence,
+                          judgements, estimates, settled=bool(missing))
+
+    def _judged(self, measured: list[Measured]) -> tuple[list[Judgement], list[Estimate], list[str]]:
+        """Judgements of the metrics whose threshold is set, estimates of the others (one per
+        metric), and the judged metrics that have no values (with why)."""
+        judgements, estimates, missing = [], {}, []
+        for m in measured:
+            field_name = m.judged_by or m.metric
+            limit = getattr(self.thresholds, field_name, None)
+            side = self.direction(field_name)
+            if limit is not None and side is not None:
+                if len(m.values):
+                    judgements.append(judge(m.metric, m.values, limit, fail_if=side))
+                else:
+                    missing.append(f"{m.metric}: {m.empty or 'no values'}")
+            elif len(m.values) and m.metric not in estimates:
+                estimates[m.metric] = estimate(m.metric, m.values)
+        judged = {j.metric for j in judgements}
+        return judgements, [e for name, e in estimates.items() if name not in judged], missing
 
 
 class CheckOutputError(RuntimeError):
@@ -134,6 +297,9 @@ def validated_conclusion(result: object, who: str) -> Conclusion:
         result.evidence = validated_evidence(result.evidence)
     except EvidenceError as exc:
         raise CheckOutputError(f"{who}.conclude returned malformed evidence: {exc}") from None
+    if not all(isinstance(e, Estimate) for e in result.estimates):
+        raise CheckOutputError(f"{who}.conclude returned estimates that are not auditor.verdicts."
+                               "Estimate (make them with auditor.verdicts.estimate)")
     if not all(isinstance(j, Judgement) for j in result.judgements):
         raise CheckOutputError(f"{who}.conclude returned judgements that are not auditor.verdicts."
                                "Judgement (make them with auditor.verdicts.judge)")

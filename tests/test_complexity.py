@@ -5,8 +5,7 @@ import pydantic
 import pytest
 import torch
 
-from auditor import Explainer
-from auditor.testing import run_check
+from auditor.testing import ConstantMap, run_check
 from auditor_plugins.checks.complexity import Complexity, gini
 
 
@@ -34,20 +33,14 @@ def test_matches_an_independent_numpy_implementation():
     assert np.allclose(gini(maps).numpy(), expected, atol=1e-12)
 
 
-class ConstantMap(Explainer):
-    name = "constant_map_complexity"
-
-    def explain(self, model, x, target):
-        return torch.full((x.shape[0], *x.shape[2:]), 0.7)
-
-
 def test_informational_without_thresholds_and_judged_with_them():
     cell, constant = run_check(Complexity, ["gradient", ConstantMap], samples=5)
-    assert cell["verdict"] == "PASS" and cell["reason"].startswith("informational: no thresholds set")
+    assert cell["verdict"] == "INFO" and cell["reason"].startswith("informational: no thresholds set")
+    assert not cell["judgements"] and cell["estimates"][0]["metric"] == "gini"
     ginis = [r["gini"] for r in cell["records"]]
     assert cell["metrics"]["gini"] == pytest.approx(np.mean(ginis))
     assert 0 < cell["metrics"]["gini"] < 1 and cell["metrics"]["uninformative"] == 0
-    assert constant["verdict"] == "PASS" and "constant in magnitude on all 5" in constant["reason"]
+    assert constant["verdict"] == "INFO" and "constant on all 5" in constant["reason"]
     assert all(r["gini"] is None and not r["informative"] for r in constant["records"])
 
     strict, = run_check(Complexity, ["gradient"], samples=5, thresholds={"min": 0.99})

@@ -39,9 +39,9 @@ import torch
 from pydantic import Field
 
 import auditor
-from auditor import AuditContext, Batch, Check, CheckSpecError, Conclusion, Params, Verdict
+from auditor import (AuditContext, Batch, Check, CheckSpecError, Evaluation, ImageGrid, ImageRow,
+                     LineFigure, Measured, Params, Table, threshold)
 from auditor.figures import overlay, picture
-from auditor.verdicts import judge
 
 from ..lib.manipulation import manipulate
 from ..lib.similarity import is_constant, similarities
@@ -77,11 +77,11 @@ class RobustnessParams(Params):
 
 
 class RobustnessThresholds(Params):
-    ssim: float = Field(0.5, ge=-1, le=1, description=(
+    ssim: float = threshold(0.5, fail_if="below", ge=-1, le=1, description=(
         "min mean SSIM(|phi(x)|, |phi(x + delta)|) (attack; noise for non-differentiable "
         "explainers). Calibrated on the quickstart (default attack, 8 pairs): gradient 0.36 under "
         "attack, 0.62 under noise; SRD paper Fig. 4 orders SRD above gradient and guided backprop"))
-    pcc: float = Field(0.7, ge=-1, le=1, description=(
+    pcc: float = threshold(0.7, fail_if="below", ge=-1, le=1, description=(
         "min mean Pearson correlation of |phi(x)| and |phi(x + delta)|. Calibrated on the "
         "quickstart: gradient 0.61 under attack, 0.81 under noise"))
 
@@ -148,6 +148,7 @@ class AdversarialRobustness(Check):
                 records[i]["exemplar"] = [picture(x[k]), overlay(x[k], maps[k]),
                                           overlay(x[k], noise["maps"][k]),
                                           picture(noise["u"][k] / (2 * p.epsilon) + 0.5)]
+                records[i]["pictured"] = "noise"
         return records
 
     def _noise(self, batch: Batch, explainer: str, x: torch.Tensor, target: torch.Tensor,
@@ -204,115 +205,99 @@ class AdversarialRobustness(Check):
                     picture(x[k]), overlay(x[k], maps[k]), overlay(x_adv[k], attacked[k]),
                     overlay(batch.x[partner[i]], goal[k]),
                     picture(result.delta[k] / (2 * p.epsilon) + 0.5)]
+                records[i]["pictured"] = "attack"
 
-    def conclude(self, records: list[dict[str, Any]], explainer: str) -> Conclusion:
+    def constant_evidence(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"images": self._grid(records, "noise")}
+
+    def evaluate(self, informative: list[dict[str, Any]], records: list[dict[str, Any]]) -> Evaluation:
+        """Judged under attack on the pairs that kept their prediction, else on the noise."""
+        p = self.params
         measured = [r for r in records if r.get("measured")]
-        informative = [r for r in measured if r["informative"]]
         attacked = [r for r in informative if r["attacked"]]
         kept = [r for r in attacked if r["prediction_kept"]]
-        evidence: dict[str, Any] = {"samples": len(records), "measured": len(measured),
-                                    "uninformative": len(measured) - len(informative),
-                                    "attacked": len(attacked), "prediction_changed": len(attacked) - len(kept)}
-        if not measured:
-            return Conclusion(Verdict.ERROR, "no sample was measured", {}, evidence)
-        if not informative:
-            evidence.update(images=self._grid(records, False))
-            return Conclusion(Verdict.FAIL, "the map does not depend on the input (constant on "
-                              f"all {len(measured)} samples)", {"uninformative": len(measured)}, evidence)
-        metrics = {"noise_ssim": float(np.mean([r["noise_ssim"] for r in informative])),
-                   "noise_pcc": float(np.mean([r["noise_pcc"] for r in informative])),
-                   "uninformative": len(measured) - len(informative)}
+        metrics = {f"noise_{m}": float(np.mean([r[f"noise_{m}"] for r in informative])) for m in ("ssim", "pcc")}
         notes = []
         if kept:
-            basis, source = kept, "attack"
-            metrics.update(
-                attack_ssim=float(np.mean([r["attack_ssim"] for r in kept])),
-                attack_pcc=float(np.mean([r["attack_pcc"] for r in kept])),
-                prediction_kept=len(kept) / len(attacked),
-                max_logit_change=float(np.max([r["max_logit_change"] for r in attacked])),
-                linf=float(np.max([r["linf"] for r in attacked])),
-                mse=float(np.mean([r["mse"] for r in attacked])))
+            source, basis = "attack", kept
+            context = f"under attack ({len(kept)} pairs, {p.steps} steps, epsilon {p.epsilon:.4g})"
+            metrics.update(prediction_kept=len(kept) / len(attacked),
+                           max_logit_change=float(np.max([r["max_logit_change"] for r in attacked])),
+                           linf=float(np.max([r["linf"] for r in attacked])),
+                           mse=float(np.mean([r["mse"] for r in attacked])))
             moved = [(r["target_ssim_before"], r["target_ssim_after"]) for r in kept
                      if r["target_ssim_before"] is not None and r["target_ssim_after"] is not None]
             if moved:
                 metrics.update(target_ssim_before=float(np.mean([b for b, _ in moved])),
                                target_ssim_after=float(np.mean([a for _, a in moved])))
-            where = f"under attack ({len(kept)} pairs, {self.params.steps} steps, epsilon {self.params.epsilon:.4g}"
             if len(attacked) > len(kept):
                 notes.append(f"{len(attacked) - len(kept)} of {len(attacked)} pairs changed the "
                              "prediction, excluded")
             notes.append(f"noise baseline ssim {metrics['noise_ssim']:.3f}, pcc {metrics['noise_pcc']:.3f}")
         else:
-            basis, source = informative, "noise"
+            source, basis = "noise", informative
             why = (records_why(measured) if not any(r["attacked"] for r in measured)
                    else f"every one of the {len(attacked)} attacked pairs changed the prediction")
-            where = f"noise stability only: {why} ({len(informative)} samples, epsilon {self.params.epsilon:.4g}"
-        if evidence["uninformative"]:
-            notes.append(f"{evidence['uninformative']} of {len(measured)} uninformative (constant "
-                         "original map), excluded")
-        where += "; " + "; ".join(["mean, 95% CI", *notes]) + ")"
-        judgements = [judge(f"{source}_{m}", [r[f"{source}_{m}"] for r in basis],
-                            getattr(self.thresholds, m), fail_if="below") for m in ("ssim", "pcc")]
-        self._evidence(evidence, records, measured, bool(kept))
-        broken = [j.describe() for j in judgements if not j.passed]
-        if broken:
-            return Conclusion(Verdict.FAIL, f"{where}: the map moved: " + ", ".join(broken),
-                              metrics, evidence, judgements)
-        return Conclusion(Verdict.PASS, f"{where}: " + ", ".join(j.describe() for j in judgements),
-                          metrics, evidence, judgements)
+            context = f"noise stability only: {why} ({len(informative)} samples, epsilon {p.epsilon:.4g})"
+        evidence = {"measured": len(measured), "attacked": len(attacked),
+                    "prediction_changed": len(attacked) - len(kept),
+                    **self._evidence(records, measured, source)}
+        return Evaluation([Measured(f"{source}_{m}", [r[f"{source}_{m}"] for r in basis], judged_by=m)
+                           for m in ("ssim", "pcc")], metrics, evidence, context=context,
+                          failure="the map moved", notes=notes)
 
-    def _evidence(self, evidence: dict[str, Any], records: list[dict[str, Any]],
-                  measured: list[dict[str, Any]], attack: bool) -> None:
+    def _evidence(self, records: list[dict[str, Any]], measured: list[dict[str, Any]],
+                  source: str) -> dict[str, list]:
         """Quantile curves of SSIM / PCC (attack vs noise), the per-pair table, the pictures."""
+        attack = source == "attack"
         series: dict[str, list[float | None]] = {}
         quantiles = np.linspace(0, 1, 11)
-        for source in (("attack", "noise") if attack else ("noise",)):
+        for kind in (("attack", "noise") if attack else ("noise",)):
             for m in ("ssim", "pcc"):
-                values = [r[f"{source}_{m}"] for r in measured
-                          if r["informative"] and (source == "noise" or r.get("prediction_kept"))]
-                series[f"{source} {m}"] = np.quantile(values, quantiles).round(4).tolist()
-        evidence["figures"] = [{
-            "kind": "line", "title": "Similarity to the original map: distribution over samples",
-            "x": [f"{q:.0%}" for q in quantiles], "series": series, "ylim": [-1.05, 1.05],
-            "xlabel": "quantile over samples", "ylabel": "similarity of |maps| to the original",
-            "hlines": {f"{m} threshold": getattr(self.thresholds, m) for m in ("ssim", "pcc")},
-            "alt": "Quantiles of SSIM and PCC between the original and the perturbed map: "
-                   + "; ".join(f"{k} median {v[5]:.2f}" for k, v in series.items())}]
+                values = [r[f"{kind}_{m}"] for r in measured
+                          if r["informative"] and (kind == "noise" or r.get("prediction_kept"))]
+                series[f"{kind} {m}"] = np.quantile(values, quantiles).round(4).tolist()
+        figure = LineFigure(
+            title="Similarity to the original map: distribution over samples",
+            x=[f"{q:.0%}" for q in quantiles], series=series, ylim=(-1.05, 1.05),
+            xlabel="quantile over samples", ylabel="similarity of |maps| to the original",
+            hlines={f"{m} threshold": getattr(self.thresholds, m) for m in ("ssim", "pcc")},
+            alt="Quantiles of SSIM and PCC between the original and the perturbed map: "
+                + "; ".join(f"{k} median {v[5]:.2f}" for k, v in series.items()))
         columns = ["sample", "noise ssim", "noise pcc"]
         if attack:
             columns += ["target", "attack ssim", "attack pcc", "ssim to target before -> after",
                         "prediction kept", "max logit change", "L-inf", "MSE", "steps"]
         rows = []
         for r in measured:
-            row = [r["sample"], _round(r["noise_ssim"]), _round(r["noise_pcc"])]
+            row = [r["sample"] if r["informative"] else f"{r['sample']} (uninformative)",
+                   _round(r["noise_ssim"]), _round(r["noise_pcc"])]
             if attack:
                 row += ([r["partner"], _round(r["attack_ssim"]), _round(r["attack_pcc"]),
                          f"{_round(r['target_ssim_before'])} -> {_round(r['target_ssim_after'])}",
                          r["prediction_kept"], round(r["max_logit_change"], 4), round(r["linf"], 5),
                          f"{r['mse']:.2e}", r["steps"]]
                         if r["attacked"] else [r.get("why", "")] + [""] * 8)
-            if not r["informative"]:
-                row[0] = f"{r['sample']} (uninformative)"
             rows.append(row)
-        evidence["tables"] = [{"title": "Per sample", "columns": columns, "rows": rows}]
-        evidence["images"] = self._grid(records, attack)
+        return {"figures": [figure], "tables": [Table(title="Per sample", columns=columns, rows=rows)],
+                "images": self._grid(records, source)}
 
     @staticmethod
-    def _grid(records: list[dict[str, Any]], attack: bool) -> list[dict[str, Any]]:
-        rows = [{"label": r["sample"], "images": r["exemplar"]} for r in records
-                if "exemplar" in r and len(r["exemplar"]) == (5 if attack else 4)]
+    def _grid(records: list[dict[str, Any]], source: str) -> list[ImageGrid]:
+        rows = [ImageRow(label=r["sample"], images=r["exemplar"]) for r in records
+                if r.get("pictured") == source]
         if not rows:
             return []
-        if attack:
-            return [{"title": "Manipulation: original, manipulated and target maps",
-                     "columns": ["input", "original map", "manipulated map", "target map",
-                                 "perturbation (amplified)"], "rows": rows,
-                     "alt": "Input, its map, the map of the manipulated input, the target map it "
-                            "was pushed towards, and the perturbation scaled to the full range"}]
-        return [{"title": "Random noise of the same size",
-                 "columns": ["input", "original map", "map under noise", "noise (amplified)"],
-                 "rows": rows, "alt": "Input, its map, the map of the input plus uniform noise, "
-                                      "and the noise scaled to the full range"}]
+        if source == "attack":
+            return [ImageGrid(title="Manipulation: original, manipulated and target maps",
+                              columns=["input", "original map", "manipulated map", "target map",
+                                       "perturbation (amplified)"], rows=rows,
+                              alt="Input, its map, the map of the manipulated input, the target map "
+                                  "it was pushed towards, and the perturbation scaled to the full range")]
+        return [ImageGrid(title="Random noise of the same size",
+                          columns=["input", "original map", "map under noise", "noise (amplified)"],
+                          rows=rows, alt="Input, its map, the map of the input plus uniform noise, "
+                                         "and the noise scaled to the full range")]
 
 
 def records_why(measured: list[dict[str, Any]]) -> str:

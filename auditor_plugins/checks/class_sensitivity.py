@@ -40,10 +40,10 @@ import torch
 from pydantic import Field, field_validator
 
 import auditor
-from auditor import AuditContext, Batch, Check, CheckSpecError, Conclusion, Params, Verdict
+from auditor import (AuditContext, Batch, Check, CheckSpecError, Evaluation, ImageGrid, ImageRow,
+                     LineFigure, Measured, Params, Table, threshold)
 from auditor.explain import capabilities
 from auditor.figures import overlay, picture
-from auditor.verdicts import judge
 
 from ..lib.similarity import METRICS, Reference
 
@@ -72,17 +72,17 @@ class ClassSensitivityParams(Params):
 
 
 class ClassSensitivityThresholds(Params):
-    ssim: float | None = Field(0.75, ge=-1, le=1, description=(
+    ssim: float | None = threshold(0.75, fail_if="above", ge=-1, le=1, description=(
         "max mean SSIM (|maps| scaled to [0, 1]) between the predicted-class map and another "
         "class's map, for each target kind. Source: the metric of Sixt et al. 2020's random logit "
         "test, where class-insensitive methods score near 1; calibrated on the quickstart model "
         "between guided backprop (runner-up 0.91, random 0.86) and the gradient family "
         "(gradient 0.55/0.61, integrated gradients 0.57/0.64, trgbp 0.47/0.56, gradcam 0.07/0.05)"))
-    spearman_abs: float | None = Field(None, ge=-1, le=1, description=(
+    spearman_abs: float | None = threshold(None, fail_if="above", ge=-1, le=1, description=(
         "max mean Spearman rank correlation of |maps| (null: not judged). Not judged by default: "
         "on the quickstart it does not separate guided backprop (0.79/0.76) from gradient "
         "(0.68/0.73), whose |gradient| maps share the object's edges across classes"))
-    pearson: float | None = Field(None, ge=-1, le=1, description=(
+    pearson: float | None = threshold(None, fail_if="above", ge=-1, le=1, description=(
         "max mean Pearson correlation of the signed maps (null: not judged); quickstart: guided "
         "backprop 0.95/0.92, gradient 0.68/0.76, trgbp -0.20/-0.42, gradcam 0.08/-0.01"))
 
@@ -136,75 +136,60 @@ class ClassSensitivity(Check):
                                       *[overlay(batch.x[i], maps[j, i]) for j in range(len(kinds))]]
         return records
 
-    def conclude(self, records: list[dict[str, Any]], explainer: str) -> Conclusion:
+    uninformative_means = "constant predicted-class map"
+
+    def constant_evidence(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         kinds = list(records[0]["similarity"])
-        informative = [r for r in records if r["informative"]]
-        uninformative = len(records) - len(informative)
-        evidence: dict[str, Any] = {"targets": kinds, "samples": len(records),
-                                    "uninformative": uninformative, "figures": [], "tables": [],
-                                    "images": self._grid(records, kinds)}
-        if not informative:
-            return Conclusion(Verdict.FAIL, "the map does not depend on the input "
-                              f"(constant on all {len(records)} samples)",
-                              {"uninformative": uninformative}, evidence)
+        return {"targets": kinds, "images": self._grid(records, kinds)}
+
+    def evaluate(self, informative: list[dict[str, Any]], records: list[dict[str, Any]]) -> Evaluation:
+        kinds = list(records[0]["similarity"])
         # undefined on an informative sample = the other-class map is constant: similarity 0
         values = {k: {m: np.array([0.0 if r["similarity"][k][m] is None else r["similarity"][k][m]
                                    for r in informative]) for m in METRICS} for k in kinds}
         constant = {k: sum(r["similarity"][k][METRICS[0]] is None for r in informative) for k in kinds}
         limits = {m: v for m, v in self.thresholds.model_dump().items() if v is not None}
-        metrics: dict[str, float] = {f"{k}_{m}": float(values[k][m].mean()) for k in kinds for m in METRICS}
-        metrics.update({f"{k}_constant_other": constant[k] for k in kinds}, uninformative=uninformative)
-        judgements = [judge(f"{k}_{m}", values[k][m], v, fail_if="above")
-                      for k in kinds for m, v in limits.items()]
-        evidence["constant_other"] = constant
-        self._report(evidence, values, constant, limits, kinds)
-
-        notes = [f"mean of {len(informative)} samples, 95% CI"]
-        if uninformative:
-            notes.append(f"{uninformative} of {len(records)} uninformative (constant predicted-class "
-                         "map), excluded")
-        if any(constant.values()):
-            notes.append(", ".join(f"{n} {TITLES[k]}" for k, n in constant.items() if n)
-                         + " other-class maps constant, counted as similarity 0")
-        where = f"predicted-class map vs other classes ({'; '.join(notes)})"
-        broken = [j.describe() for j in judgements if not j.passed]
-        if broken:
-            return Conclusion(Verdict.FAIL, f"{where}: nearly the same map for different classes: "
-                              + ", ".join(broken), metrics, evidence, judgements)
-        return Conclusion(Verdict.PASS, f"{where}: " + ", ".join(j.describe() for j in judgements),
-                          metrics, evidence, judgements)
+        evidence = {**self.constant_evidence(records), "constant_other": constant,
+                    **self._report(values, constant, limits, kinds)}
+        notes = ([", ".join(f"{n} {TITLES[k]}" for k, n in constant.items() if n)
+                  + " other-class maps constant, counted as similarity 0"] if any(constant.values()) else [])
+        return Evaluation([Measured(f"{k}_{m}", values[k][m], judged_by=m) for k in kinds for m in METRICS],
+                          {f"{k}_constant_other": constant[k] for k in kinds}, evidence,
+                          context="predicted-class map vs other classes",
+                          failure="nearly the same map for different classes", notes=notes)
 
     @staticmethod
-    def _report(evidence: dict[str, Any], values: dict[str, dict[str, np.ndarray]],
-                constant: dict[str, int], limits: dict[str, float], kinds: list[str]) -> None:
+    def _report(values: dict[str, dict[str, np.ndarray]], constant: dict[str, int],
+                limits: dict[str, float], kinds: list[str]) -> dict[str, list]:
         """Mean similarity per target kind (table) and the per-sample distributions (histograms)."""
-        evidence["tables"].append({
-            "title": "Similarity of the predicted-class map with other classes' maps "
-                     "(mean over informative samples)",
-            "columns": ["other class", *METRICS, "other-class map constant"],
-            "rows": [[TITLES[k], *[round(float(values[k][m].mean()), 4) for m in METRICS], constant[k]]
-                     for k in kinds]})
+        table = Table(
+            title="Similarity of the predicted-class map with other classes' maps "
+                  "(mean over informative samples)",
+            columns=["other class", *METRICS, "other-class map constant"],
+            rows=[[TITLES[k], *[round(float(values[k][m].mean()), 4) for m in METRICS], constant[k]]
+                  for k in kinds])
         centres = [f"{(a + b) / 2:.2f}" for a, b in zip(BINS[:-1], BINS[1:])]
-        for m in limits:
-            series = {TITLES[k]: np.histogram(np.clip(values[k][m], -1, 1), BINS)[0].tolist() for k in kinds}
-            evidence["figures"].append({
-                "kind": "line", "title": f"Distribution of {m} across samples", "x": centres,
-                "series": series, "xlabel": f"{m}, predicted-class map vs other class (bin centre)",
-                "ylabel": "samples", "alt": f"Histogram of per-sample {m} between the predicted-class "
-                "map and each other class's map (threshold on the mean "
-                f"{limits[m]:g}): " + "; ".join(f"{TITLES[k]} mean {values[k][m].mean():.2f}" for k in kinds)})
+        figures = [LineFigure(
+            title=f"Distribution of {m} across samples", x=centres,
+            series={TITLES[k]: np.histogram(np.clip(values[k][m], -1, 1), BINS)[0].tolist() for k in kinds},
+            xlabel=f"{m}, predicted-class map vs other class (bin centre)", ylabel="samples",
+            alt=f"Histogram of per-sample {m} between the predicted-class map and each other class's "
+                f"map (threshold on the mean {limits[m]:g}): "
+                + "; ".join(f"{TITLES[k]} mean {values[k][m].mean():.2f}" for k in kinds))
+            for m in limits]
+        return {"tables": [table], "figures": figures}
 
     @staticmethod
-    def _grid(records: list[dict[str, Any]], kinds: list[str]) -> list[dict[str, Any]]:
+    def _grid(records: list[dict[str, Any]], kinds: list[str]) -> list[ImageGrid]:
         """The exemplars' maps for each class, side by side."""
-        rows = [{"label": f"{r['sample']} (classes " + " | ".join(str(c) for c in r["classes"].values())
-                 + ")", "images": r["exemplar"]} for r in records if "exemplar" in r]
+        rows = [ImageRow(label=f"{r['sample']} (classes " + " | ".join(str(c) for c in r["classes"].values())
+                         + ")", images=r["exemplar"]) for r in records if "exemplar" in r]
         if not rows:
             return []
-        return [{"title": "Maps of the same image for different classes",
-                 "columns": ["input", "predicted", *[TITLES[k] for k in kinds]], "rows": rows,
-                 "alt": "Input image, the map for the predicted class, then the maps for the "
-                        + ", ".join(TITLES[k] for k in kinds) + " class (class indices in the label)"}]
+        return [ImageGrid(title="Maps of the same image for different classes",
+                          columns=["input", "predicted", *[TITLES[k] for k in kinds]], rows=rows,
+                          alt="Input image, the map for the predicted class, then the maps for the "
+                              + ", ".join(TITLES[k] for k in kinds) + " class (class indices in the label)")]
 
 
 def other_classes(batch: Batch, kinds: list[str]) -> dict[str, torch.Tensor]:

@@ -9,8 +9,8 @@ With ``v`` the ``d`` values of |map| sorted ascending (``v_(1) <= ... <= v_(d)``
 A map constant in magnitude (all-zero included) ranks no pixel above another: it is
 ``uninformative``, counted and left out of the mean.
 
-Informational by default: the verdict is PASS "informational: no thresholds set" with the Gini
-index reported. Set ``thresholds.min`` and/or ``thresholds.max`` to judge its mean (bootstrap
+Informational by default: the verdict is INFO (a value, never a PASS) with the Gini index
+reported. Set ``thresholds.min`` and/or ``thresholds.max`` to judge its mean (bootstrap
 interval, `judge`). Documented band, SRD Table 2 on ImageNet-S50 (VGG16 and ResNet50):
 0.26 (FullGrad) to 0.79 (SRD-input); gradient-like input-resolution maps 0.49-0.74, CAM-style
 maps 0.31-0.49.
@@ -21,11 +21,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field, model_validator
+from pydantic import model_validator
 
 import auditor
-from auditor import Batch, Check, Conclusion, Params, Verdict
-from auditor.verdicts import judge
+from auditor import Batch, Check, Evaluation, Measured, Params, Table, threshold
 
 from ..lib.similarity import is_constant
 
@@ -47,10 +46,10 @@ class ComplexityParams(Params):
 
 
 class ComplexityThresholds(Params):
-    min: float | None = Field(None, ge=0, le=1, description=(
+    min: float | None = threshold(None, fail_if="below", ge=0, le=1, description=(
         "min mean Gini index (maps at least this sparse); None: not judged. Band: SRD Table 2, "
         f"{BAND[0]}-{BAND[1]} on ImageNet-S50"))
-    max: float | None = Field(None, ge=0, le=1, description=(
+    max: float | None = threshold(None, fail_if="above", ge=0, le=1, description=(
         "max mean Gini index (maps no sparser than this); None: not judged"))
 
     @model_validator(mode="after")
@@ -75,43 +74,18 @@ class Complexity(Check):
         return [{"informative": not bool(constant[i]),
                  "gini": None if constant[i] else float(values[i])} for i in range(len(batch))]
 
-    def conclude(self, records: list[dict[str, Any]], explainer: str) -> Conclusion:
-        values = [r["gini"] for r in records if r["informative"]]
-        uninformative = len(records) - len(values)
-        limits = {"min": self.thresholds.min, "max": self.thresholds.max}
-        evidence: dict[str, Any] = {"samples": len(records), "uninformative": uninformative,
-                                    "band": list(BAND)}
-        if not values:
-            verdict = Verdict.FAIL if any(v is not None for v in limits.values()) else Verdict.PASS
-            prefix = "" if verdict == Verdict.FAIL else "informational: "
-            return Conclusion(verdict, f"{prefix}the map is constant in magnitude on all "
-                              f"{len(records)} samples: no sparseness to measure",
-                              {"uninformative": uninformative}, evidence)
-        data = np.array(values)
-        metrics = {"gini": float(data.mean()), "gini_std": float(data.std()),
-                   "gini_min": float(data.min()), "gini_max": float(data.max()),
-                   "uninformative": uninformative}
-        judgements = [judge("gini", values, limit, fail_if="below" if side == "min" else "above")
-                      for side, limit in limits.items() if limit is not None]
-        evidence["tables"] = [{
-            "title": "Gini index of |map| (sparseness; higher is sparser)",
-            "columns": ["mean", "std", "min", "max", "band (SRD Table 2)", "thresholds"],
-            "rows": [[round(metrics["gini"], 4), round(metrics["gini_std"], 4),
-                      round(metrics["gini_min"], 4), round(metrics["gini_max"], 4),
-                      f"{BAND[0]}-{BAND[1]}",
-                      ", ".join(j.describe() for j in judgements) or "none (informational)"]]}]
-        notes = f"{len(values)} samples" + (f"; {uninformative} uninformative (constant map) "
-                                            "excluded" if uninformative else "")
-        if not judgements:
-            return Conclusion(Verdict.PASS, f"informational: no thresholds set; Gini "
-                              f"{metrics['gini']:.3f} ({notes}; SRD Table 2 band "
-                              f"{BAND[0]}-{BAND[1]})", metrics, evidence)
-        broken = [j.describe() for j in judgements if not j.passed]
-        if broken:
-            return Conclusion(Verdict.FAIL, f"({notes}) outside the set range: " + ", ".join(broken),
-                              metrics, evidence, judgements)
-        return Conclusion(Verdict.PASS, f"({notes}) " + ", ".join(j.describe() for j in judgements),
-                          metrics, evidence, judgements)
+    def evaluate(self, informative: list[dict[str, Any]], records: list[dict[str, Any]]) -> Evaluation:
+        data = np.array([r["gini"] for r in informative])
+        stats = {"gini_std": float(data.std()), "gini_min": float(data.min()), "gini_max": float(data.max())}
+        limits = [f"{side} {limit:g}" for side, limit in self.thresholds.model_dump().items()
+                  if limit is not None]
+        table = Table(title="Gini index of |map| (sparseness; higher is sparser)",
+                      columns=["mean", "std", "min", "max", "band (SRD Table 2)", "thresholds"],
+                      rows=[[round(float(data.mean()), 4), *[round(v, 4) for v in stats.values()],
+                             f"{BAND[0]}-{BAND[1]}", ", ".join(limits) or "none (informational)"]])
+        return Evaluation([Measured("gini", data, "min"), Measured("gini", data, "max")], stats,
+                          {"band": list(BAND), "tables": [table]}, failure="outside the set range",
+                          notes=[f"SRD Table 2 band {BAND[0]}-{BAND[1]}"])
 
 
 @auditor.hookimpl

@@ -34,9 +34,8 @@ import torch
 from pydantic import Field, field_validator
 
 import auditor
-from auditor import Batch, Check, Conclusion, Params, Verdict
-from auditor.check import AuditContext, CheckSpecError
-from auditor.verdicts import judge
+from auditor import (AuditContext, Batch, Check, CheckSpecError, Evaluation, LineFigure, Measured,
+                     Params, Table, threshold)
 
 from ..lib.perturbation import (Cost, PixelPath, bytes_per_row, canvas, curve_probabilities,
                                 fractions, ranks_of, saliency_order, step_counts, tie_keys,
@@ -89,15 +88,15 @@ class FaithfulnessParams(Params):
 
 
 class FaithfulnessThresholds(Params):
-    insertion_margin: float | None = Field(0.05, ge=-1, le=1, description=(
+    insertion_margin: float | None = threshold(0.05, fail_if="below", ge=-1, le=1, description=(
         "min mean of insertion AUC − random-order insertion AUC. Source: a map no better than "
         "random scores 0 ± ~0.02 on the quickstart (random-map explainer); DRE Table 3 separates "
         "methods by far more (GCAM 0.68 vs VGrad 0.16 M_F on ImageNet)"))
-    deletion_margin: float | None = Field(0.0, ge=-1, le=1, description=(
+    deletion_margin: float | None = threshold(0.0, fail_if="below", ge=-1, le=1, description=(
         "min mean of random-order deletion AUC − deletion (MoRF) AUC. Source: Samek et al. "
         "2016 (a map must degrade the prediction faster than a random order); 0: no worse "
         "than random"))
-    lerf_margin: float | None = Field(None, ge=-1, le=1, description=(
+    lerf_margin: float | None = threshold(None, fail_if="below", ge=-1, le=1, description=(
         "min mean of LeRF AUC − random-order deletion AUC (informational by default: TR-GBP "
         "Fig. 6 reports LeRF without a pass mark)"))
 
@@ -188,57 +187,38 @@ class Faithfulness(Check):
             records.append(record)
         return records
 
-    def conclude(self, records: list[dict[str, Any]], explainer: str) -> Conclusion:
-        p = self.params
-        informative = [r for r in records if r["informative"]]
-        uninformative = len(records) - len(informative)
+    uninformative_means = "constant map: it orders the pixels as the random baseline"
+
+    def constant_evidence(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         costs = [r["cost"] for r in records if "cost" in r]
         passes, rows = sum(c["forward_passes"] for c in costs), sum(c["rows"] for c in costs)
-        cost = {"forward_passes": passes, "images_evaluated": rows,
-                "forward_passes_per_sample": passes / len(records),
-                "images_per_sample": rows / len(records), "steps": len(fractions(p.step)) - 1}
-        metrics: dict[str, float] = {"uninformative": uninformative,
-                                     "forward_passes_per_sample": cost["forward_passes_per_sample"],
+        return {"cost": {"forward_passes": passes, "images_evaluated": rows,
+                         "forward_passes_per_sample": passes / len(records),
+                         "images_per_sample": rows / len(records),
+                         "steps": len(fractions(self.params.step)) - 1,
+                         "random_curves_reused": any(c.get("random_reused") for c in costs)},
+                **self._report(records, {})}
+
+    def evaluate(self, informative: list[dict[str, Any]], records: list[dict[str, Any]]) -> Evaluation:
+        curves = self.params.curves
+        cost = self.constant_evidence(records)["cost"]
+        metrics: dict[str, float] = {"forward_passes_per_sample": cost["forward_passes_per_sample"],
                                      "images_per_sample": cost["images_per_sample"]}
-        cost["random_curves_reused"] = any(c.get("random_reused") for c in costs)
-        evidence: dict[str, Any] = {"samples": len(records), "uninformative": uninformative,
-                                    "cost": cost}
-        if not informative:
-            evidence.update(self._report(records, {}, []))
-            return Conclusion(Verdict.FAIL, "the map does not depend on the input "
-                              f"(constant on all {len(records)} samples: it orders the pixels "
-                              "as the random baseline)", metrics, evidence)
-        margins = {name: np.array([self._margin(r, name) for r in informative]) for name in p.curves}
-        for name in p.curves:
-            auc = float(np.mean([r["auc"][name] for r in informative]))
-            metrics[f"{name}_auc"] = auc
+        margins = {name: np.array([self._margin(r, name) for r in informative]) for name in curves}
+        for name in curves:
+            metrics[f"{name}_auc"] = float(np.mean([r["auc"][name] for r in informative]))
             metrics[f"{name}_margin"] = float(margins[name].mean())
-        if "insertion" in p.curves:
+        if "insertion" in curves:
             metrics["random_insertion_auc"] = float(np.mean([r["auc"]["random"] for r in informative]))
             metrics["dre_m_f"] = float(np.mean([r["dre_m_f"] for r in informative]))
-        if {"deletion", "lerf"} & set(p.curves):
+        if {"deletion", "lerf"} & set(curves):
             metrics["random_deletion_auc"] = float(np.mean([r["auc"]["random_deletion"]
                                                             for r in informative]))
-        judgements = [judge(f"{name}_margin", margins[name].tolist(), limit, fail_if="below")
-                      for name in p.curves
-                      if (limit := getattr(self.thresholds, f"{name}_margin")) is not None]
-        evidence.update(self._report(informative, metrics, judgements))
-        notes = [f"mean of {len(informative)} samples, 95% CI",
-                 f"{cost['images_per_sample']:.0f} perturbed images per sample in "
-                 f"{cost['forward_passes']} forward passes"]
-        if uninformative:
-            notes.append(f"{uninformative} of {len(records)} uninformative (constant map), excluded")
-        if not judgements:
-            shown = ", ".join(f"{n} margin {metrics[f'{n}_margin']:+.3f}" for n in p.curves)
-            return Conclusion(Verdict.PASS, f"informational: no thresholds set; {shown} "
-                              f"({'; '.join(notes)})", metrics, evidence, judgements)
-        broken = [j.describe() for j in judgements if not j.passed]
-        text = f"vs a random pixel order ({'; '.join(notes)}): "
-        if broken:
-            return Conclusion(Verdict.FAIL, text + "not better than random: " + ", ".join(broken),
-                              metrics, evidence, judgements)
-        return Conclusion(Verdict.PASS, text + ", ".join(j.describe() for j in judgements),
-                          metrics, evidence, judgements)
+        return Evaluation([Measured(f"{name}_margin", margins[name]) for name in curves], metrics,
+                          {"cost": cost, **self._report(informative, metrics)},
+                          context="vs a random pixel order", failure="not better than random",
+                          notes=[f"{cost['images_per_sample']:.0f} perturbed images per sample in "
+                                 f"{cost['forward_passes']} forward passes"])
 
     @staticmethod
     def _margin(record: dict[str, Any], curve: str) -> float:
@@ -249,48 +229,38 @@ class Faithfulness(Check):
             return auc["random_deletion"] - auc["deletion"]
         return auc["lerf"] - auc["random_deletion"]
 
-    def _report(self, records: list[dict[str, Any]], metrics: dict[str, float],
-                judgements: list) -> dict[str, Any]:
-        """Mean curves (explainer and random order) and the AUC table."""
+    def _report(self, records: list[dict[str, Any]], metrics: dict[str, float]) -> dict[str, list]:
+        """Mean curves (explainer and random order) and the AUC table (the verdict metrics'
+        intervals and thresholds are the cell's judgements)."""
         xs = [round(f, 4) for f in fractions(self.params.step)]
         figures = []
         mean = {name: np.mean([r["curves"][name] for r in records], axis=0).round(5).tolist()
                 for name in records[0]["curves"]}
         if "insertion" in mean:
-            figures.append({
-                "title": "Insertion: clean pixels into the blurred image, in saliency order",
-                "x": xs, "series": {"explainer": mean["insertion"], "random order": mean["random"]},
-                "xlabel": "fraction of pixels inserted", "ylabel": "target class probability",
-                "ylim": [0.0, 1.0],
-                "alt": "Mean insertion curve: " + ", ".join(f"{v:.2f}" for v in mean["insertion"])
-                       + "; random order: " + ", ".join(f"{v:.2f}" for v in mean["random"])})
+            figures.append(LineFigure(
+                title="Insertion: clean pixels into the blurred image, in saliency order", x=xs,
+                series={"explainer": mean["insertion"], "random order": mean["random"]},
+                xlabel="fraction of pixels inserted", ylabel="target class probability", ylim=(0.0, 1.0),
+                alt="Mean insertion curve: " + ", ".join(f"{v:.2f}" for v in mean["insertion"])
+                    + "; random order: " + ", ".join(f"{v:.2f}" for v in mean["random"])))
         if "random_deletion" in mean:
             series = {label: mean[name] for name, label in
                       (("deletion", "explainer (MoRF)"), ("lerf", "explainer (LeRF)"),
                        ("random_deletion", "random order")) if name in mean}
-            figures.append({
-                "title": "Deletion: pixels replaced by the canvas, most (MoRF) or least (LeRF) "
-                         "relevant first", "x": xs, "series": series,
-                "xlabel": "fraction of pixels deleted", "ylabel": "target class probability",
-                "ylim": [0.0, 1.0],
-                "alt": "Mean deletion curves: " + "; ".join(
-                    f"{k} " + ", ".join(f"{v:.2f}" for v in s) for k, s in series.items())})
-        rows = []
-        judged = {j.metric: j for j in judgements}
-        for name in self.params.curves:
-            if f"{name}_auc" not in metrics:
-                continue
-            random = metrics["random_insertion_auc" if name == "insertion" else "random_deletion_auc"]
-            j = judged.get(f"{name}_margin")
-            rows.append([name, DIRECTION[name], round(metrics[f"{name}_auc"], 4), round(random, 4),
-                         round(metrics[f"{name}_margin"], 4),
-                         f"[{j.ci[0]:.3f}, {j.ci[1]:.3f}]" if j else "",
-                         f">= {j.threshold:g}" if j else "not judged",
-                         ("PASS" if j.passed else "FAIL") if j else ""])
-        tables = [{"title": "Area under the curves: explainer vs random pixel order "
-                            "(margin = improvement over random)",
-                   "columns": ["curve", "better AUC", "explainer AUC", "random AUC", "margin",
-                               "95% CI", "threshold", "outcome"], "rows": rows}] if rows else []
+            figures.append(LineFigure(
+                title="Deletion: pixels replaced by the canvas, most (MoRF) or least (LeRF) relevant "
+                      "first", x=xs, series=series, xlabel="fraction of pixels deleted",
+                ylabel="target class probability", ylim=(0.0, 1.0),
+                alt="Mean deletion curves: " + "; ".join(
+                    f"{k} " + ", ".join(f"{v:.2f}" for v in s) for k, s in series.items())))
+        rows = [[name, DIRECTION[name], round(metrics[f"{name}_auc"], 4),
+                 round(metrics["random_insertion_auc" if name == "insertion" else "random_deletion_auc"], 4),
+                 round(metrics[f"{name}_margin"], 4)]
+                for name in self.params.curves if f"{name}_auc" in metrics]
+        tables = [Table(title="Area under the curves: explainer vs random pixel order (margin = "
+                              "improvement over random)",
+                        columns=["curve", "better AUC", "explainer AUC", "random AUC", "margin"],
+                        rows=rows)] if rows else []
         return {"figures": figures, "tables": tables}
 
 

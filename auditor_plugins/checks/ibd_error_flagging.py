@@ -40,10 +40,9 @@ from pydantic import Field
 from sklearn.metrics import precision_score, recall_score, roc_auc_score, roc_curve
 
 import auditor
-from auditor import Batch, Check, Conclusion, Params, Verdict
-from auditor.check import AuditContext, CheckSpecError
+from auditor import (AuditContext, Batch, Check, CheckSpecError, Evaluation, ImageGrid, ImageRow,
+                     LineFigure, Measured, Params, Table, estimate, threshold)
 from auditor.figures import data_uri, picture
-from auditor.verdicts import judge
 
 REFERENCE_SIDE = 224  # the paper's image side: band widths are given at this size
 ROC_GRID = [round(0.05 * k, 2) for k in range(21)]  # false-positive rates the ROC is drawn at
@@ -67,12 +66,12 @@ class IBDThresholds(Params):
         "a sample is flagged when IBD > flag_ratio x the band's area fraction (a uniform map's "
         "IBD). Source: TR-GBP §4.2 (3), the boundary attribution of a sound explanation is "
         "weaker than uniform, so more than uniform is a 'high score in boundaries'"))
-    max_flagged_fraction: float = Field(0.2, ge=0, le=1, description=(
+    max_flagged_fraction: float = threshold(0.2, fail_if="above", ge=0, le=1, description=(
         "FAIL when the mean share of flagged samples exceeds it. Provisional (the paper sets "
         "none): measured at flag_ratio 1, the quickstart (no errors, objects away from the "
         "border) flags gradient 0%, Grad-CAM 25%, SRD 38%, TR-GBP 50%; the shortcut example "
         "gradient 5%, Grad-CAM 27%, TR-GBP 45%, SRD 53%"))
-    min_auc: float | None = Field(None, ge=0, le=1, description=(
+    min_auc: float | None = threshold(None, fail_if="below", ge=0, le=1, description=(
         "FAIL when the ROC-AUC of IBD for errors is below it (None: reported, not judged). "
         "TR-GBP Table 2: 0.51-0.62 on ImageNet (0.61 VGG-16, 0.62 ResNet-50 for TR-GBP)"))
 
@@ -165,57 +164,45 @@ class IBDErrorFlagging(Check):
             records[i]["exemplar"] = [picture(batch.x[i]), band_overlay(batch.x[i], maps[i], self.params.band)]
         return records
 
-    def conclude(self, records: list[dict[str, Any]], explainer: str) -> Conclusion:
-        informative = [r for r in records if r["ibd"] is not None]
-        uninformative = len(records) - len(informative)
-        fraction = float(np.mean([r["band_fraction"] for r in records]))
-        evidence: dict[str, Any] = {"samples": len(records), "uninformative": uninformative,
-                                    "band_fraction": fraction, "band_px": records[0]["band_px"]}
-        if not informative:
-            evidence.update(images=self._gallery(records))
-            return Conclusion(Verdict.FAIL, f"no positive attribution on any of the {len(records)} "
-                              "samples: nothing to flag", {"uninformative": uninformative}, evidence)
+    uninformative_means = "no positive attribution"
+    all_uninformative = "no positive attribution on any of the {n} samples: nothing to flag"
+
+    def informative(self, record: dict[str, Any]) -> bool:
+        return record["ibd"] is not None
+
+    def constant_evidence(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"band_fraction": float(np.mean([r["band_fraction"] for r in records])),
+                "band_px": records[0]["band_px"], "images": self._gallery(records)}
+
+    def evaluate(self, informative: list[dict[str, Any]], records: list[dict[str, Any]]) -> Evaluation:
+        evidence = self.constant_evidence(records)
+        fraction, t = evidence["band_fraction"], self.thresholds
         values = np.array([r["ibd"] for r in informative])
         flags = np.array([r["flagged"] for r in informative], dtype=float)
-        t = self.thresholds
-        flagged = judge("flagged_fraction", flags, t.max_flagged_fraction, fail_if="above")
-        judgements = [flagged]
-        metrics = {"flagged_fraction": flagged.value, "flagged": int(flags.sum()),
-                   "mean_ibd": float(values.mean()), "band_fraction": fraction,
-                   "mean_ibd_over_band_fraction": float(values.mean() / fraction),
-                   "uninformative": uninformative}
+        metrics = {"flagged": int(flags.sum()), "mean_ibd": float(values.mean()), "band_fraction": fraction,
+                   "mean_ibd_over_band_fraction": float(values.mean() / fraction)}
         labelled = [r for r in informative if r["correct"] is not None]
         wrong = np.array([not r["correct"] for r in labelled], dtype=bool)
         undefined, placements = self._auc(labelled, wrong, metrics, evidence)
-        parts = [flagged.describe()]
+        measured = [Measured("flagged_fraction", flags, "max_flagged_fraction")]
+        notes = [f"band {fraction:.3f} of the image, flagged above IBD {t.flag_ratio * fraction:.3f}"]
         if undefined:
-            parts.append(undefined)
+            notes.append(undefined)
         else:
-            auc = judge("ibd_auc", placements, 0.5 if t.min_auc is None else t.min_auc,
-                        fail_if="below")
+            measured.append(Measured("ibd_auc", placements, "min_auc"))
+            auc = estimate("ibd_auc", placements)
             metrics.update(ibd_auc_low=auc.ci[0], ibd_auc_high=auc.ci[1])
-            if t.min_auc is not None:
-                judgements.append(auc)
-                parts.append(auc.describe())
-            else:
-                parts.append(f"ibd_auc {metrics['ibd_auc']:.3f} [{auc.ci[0]:.3f}, {auc.ci[1]:.3f}] "
-                             "(reported, no min_auc)")
-            parts.append(f"flags: precision {metrics['precision']:.2f}" if "precision" in metrics
+            notes.append(f"ibd_auc {metrics['ibd_auc']:.3f} [{auc.ci[0]:.3f}, {auc.ci[1]:.3f}]"
+                         + ("" if t.min_auc is not None else " (reported, no min_auc)"))
+            notes.append(f"flags: precision {metrics['precision']:.2f}" if "precision" in metrics
                          else "flags: precision undefined (nothing flagged)")
-            parts.append(f"recall {metrics['recall']:.2f} of {metrics['errors']} errors")
-        notes = [f"{len(informative)} samples", f"band {fraction:.3f} of the image, flagged above "
-                 f"IBD {t.flag_ratio * fraction:.3f}"]
-        if uninformative:
-            notes.append(f"{uninformative} of {len(records)} uninformative (no positive attribution), "
-                         "excluded")
-        evidence["figures"] = self._figures(labelled, wrong, values, fraction, evidence.get("roc"))
-        evidence["tables"] = self._tables(informative, metrics, undefined)
-        evidence["images"] = self._gallery(records)
-        if undefined and self.params.require_auc:
-            return Conclusion(Verdict.ERROR, f"require_auc: {undefined}", metrics, evidence, judgements)
-        verdict = Verdict.PASS if all(j.passed for j in judgements) else Verdict.FAIL
-        return Conclusion(verdict, f"{'; '.join(parts)} ({'; '.join(notes)})", metrics, evidence,
-                          judgements)
+            notes.append(f"recall {metrics['recall']:.2f} of {metrics['errors']} errors")
+        evidence.update(figures=self._figures(labelled, wrong, values, fraction, evidence.get("roc")),
+                        tables=self._tables(informative, {**metrics, "flagged_fraction": float(flags.mean())},
+                                            undefined))
+        return Evaluation(measured, metrics, evidence, context="boundary dependence",
+                          failure="too many predictions rest on the image border", notes=notes,
+                          error=f"require_auc: {undefined}" if undefined and self.params.require_auc else "")
 
     def _auc(self, labelled: list[dict[str, Any]], wrong: np.ndarray, metrics: dict[str, float],
              evidence: dict[str, Any]) -> tuple[str, np.ndarray | None]:
@@ -241,7 +228,7 @@ class IBDErrorFlagging(Check):
         return "", (below + 0.5 * ties) / right.size  # Mann-Whitney placements: their mean = AUC
 
     def _figures(self, labelled: list[dict[str, Any]], wrong: np.ndarray, values: np.ndarray,
-                 fraction: float, roc: dict[str, list[float]] | None) -> list[dict[str, Any]]:
+                 fraction: float, roc: dict[str, list[float]] | None) -> list[LineFigure]:
         edges = np.linspace(0, 1, HISTOGRAM_BINS + 1)
         centres = [f"{(a + b) / 2:.3f}" for a, b in zip(edges[:-1], edges[1:])]
 
@@ -255,37 +242,37 @@ class IBDErrorFlagging(Check):
         else:
             series = {f"all ({values.size})": shares(values)}
         flag_at = self.thresholds.flag_ratio * fraction
-        figures = [{"kind": "line", "title": f"IBD histogram (band fraction {fraction:.3f}, flag "
-                                             f"above {flag_at:.3f})",
-                    "x": centres, "series": series, "xlabel": "IBD (bin centre)",
-                    "ylabel": "share of the group",
-                    "alt": "Share of samples per IBD bin: " + "; ".join(
-                        f"{k}: " + ", ".join(f"{c}={s:.2f}" for c, s in zip(centres, v) if s)
-                        for k, v in series.items())}]
+        figures = [LineFigure(
+            title=f"IBD histogram (band fraction {fraction:.3f}, flag above {flag_at:.3f})",
+            x=centres, series=series, xlabel="IBD (bin centre)", ylabel="share of the group",
+            alt="Share of samples per IBD bin: " + "; ".join(
+                f"{k}: " + ", ".join(f"{c}={s:.2f}" for c, s in zip(centres, v) if s)
+                for k, v in series.items()))]
         if roc is not None:
-            figures.append({"kind": "line", "title": "ROC of IBD for wrong predictions",
-                            "x": roc["fpr"], "series": {"IBD": roc["tpr"], "chance": roc["fpr"]},
-                            "xlabel": "false-positive rate (right predictions flagged)",
-                            "ylabel": "true-positive rate (errors flagged)", "ylim": [0, 1.02],
-                            "alt": "True-positive rate at false-positive rates "
-                                   + ", ".join(f"{f:.2f}: {v:.2f}" for f, v in zip(roc["fpr"], roc["tpr"]))})
+            figures.append(LineFigure(
+                title="ROC of IBD for wrong predictions", x=roc["fpr"],
+                series={"IBD": roc["tpr"], "chance": roc["fpr"]},
+                xlabel="false-positive rate (right predictions flagged)",
+                ylabel="true-positive rate (errors flagged)", ylim=(0, 1.02),
+                alt="True-positive rate at false-positive rates "
+                    + ", ".join(f"{f:.2f}: {v:.2f}" for f, v in zip(roc["fpr"], roc["tpr"]))))
         return figures
 
     def _tables(self, informative: list[dict[str, Any]], metrics: dict[str, float],
-                undefined: str) -> list[dict[str, Any]]:
+                undefined: str) -> list[Table]:
         summary = [[k, round(v, 4) if isinstance(v, float) else v] for k, v in metrics.items()]
         if undefined:
             summary.append(["ibd_auc", undefined])
         top = sorted(informative, key=lambda r: -r["ibd"])[:TOP_FLAGGED]
-        return [{"title": "Summary", "columns": ["metric", "value"], "rows": summary},
-                {"title": f"Most boundary-dependent samples (top {len(top)} by IBD)",
-                 "columns": ["sample", "IBD", "IBD / band fraction", "flagged", "prediction", "label"],
-                 "rows": [[r["sample"], round(r["ibd"], 4), round(r["ibd"] / r["band_fraction"], 2),
-                           r["flagged"], r["prediction"], "" if r["label"] is None else r["label"]]
-                          for r in top]}]
+        return [Table(title="Summary", columns=["metric", "value"], rows=summary),
+                Table(title=f"Most boundary-dependent samples (top {len(top)} by IBD)",
+                      columns=["sample", "IBD", "IBD / band fraction", "flagged", "prediction", "label"],
+                      rows=[[r["sample"], round(r["ibd"], 4), round(r["ibd"] / r["band_fraction"], 2),
+                             r["flagged"], r["prediction"], "" if r["label"] is None else r["label"]]
+                            for r in top])]
 
     @staticmethod
-    def _gallery(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _gallery(records: list[dict[str, Any]]) -> list[ImageGrid]:
         shown = sorted((r for r in records if "exemplar" in r),
                        key=lambda r: -1.0 if r["ibd"] is None else -r["ibd"])
         if not shown:
@@ -297,11 +284,11 @@ class IBDErrorFlagging(Check):
             truth = "" if r["correct"] is None else (" right" if r["correct"] else " WRONG")
             return f"{r['sample']}: {value}{flag}{truth}"
 
-        return [{"title": "First samples of the audit, most boundary-dependent first",
-                 "columns": ["input", "positive attribution, band outlined"],
-                 "rows": [{"label": label(r), "images": r["exemplar"]} for r in shown],
-                 "alt": "Each exemplar's input and its positive attribution with the boundary "
-                        "band's inner edge outlined in cyan"}]
+        return [ImageGrid(title="First samples of the audit, most boundary-dependent first",
+                          columns=["input", "positive attribution, band outlined"],
+                          rows=[ImageRow(label=label(r), images=r["exemplar"]) for r in shown],
+                          alt="Each exemplar's input and its positive attribution with the boundary "
+                              "band's inner edge outlined in cyan")]
 
 
 @auditor.hookimpl

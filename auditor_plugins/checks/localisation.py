@@ -31,8 +31,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 import auditor
-from auditor import Batch, Check, Conclusion, Params, Verdict
-from auditor.verdicts import judge
+from auditor import Batch, Check, Conclusion, Evaluation, Measured, Params, Table, Verdict, threshold
 
 from ..lib.perturbation import saliency_order, tie_keys
 from ..lib.similarity import is_constant
@@ -45,14 +44,14 @@ class LocalisationParams(Params):
 
 
 class LocalisationThresholds(Params):
-    pointing_game: float | None = Field(0.5, ge=0, le=1, description=(
+    pointing_game: float | None = threshold(0.5, fail_if="below", ge=0, le=1, description=(
         "min hit rate of the pointing game. Source: SRD Table 2, every method on ImageNet-S50 "
         "scores 0.54-0.95 (Saliency on ResNet50 0.65, GradCAM 0.95)"))
-    energy_above_chance: float | None = Field(0.05, ge=-1, le=1, description=(
+    energy_above_chance: float | None = threshold(0.05, fail_if="below", ge=-1, le=1, description=(
         "min mean of energy share - mask area share (a map spread evenly scores 0). Source: "
         "SRD Table 2 attribution localisation 0.33-0.58 on ImageNet-S50 objects; calibrated on "
         "the quickstart (gradcam and srd >= 0.2 above chance, see README)"))
-    m_e: float | None = Field(None, ge=0, le=1, description=(
+    m_e: float | None = threshold(None, fail_if="below", ge=0, le=1, description=(
         "min mean M_E (average precision of the ranked pixels). Not judged by default: DRE Table "
         "4 reports 0.64-0.84 on ImageNet boxes, and its chance level is the area share, which "
         "depends on the data"))
@@ -101,92 +100,57 @@ class Localisation(Check):
             records[0]["tolerance_px"] = radius
         return records
 
-    def conclude(self, records: list[dict[str, Any]], explainer: str) -> Conclusion:
-        objects = [r for r in records if r["has_object"]]
-        skipped = len(records) - len(objects)
-        if not objects:
-            return Conclusion(Verdict.SKIPPED, f"no sample has an object mask or box ({skipped} "
-                              "samples with an empty or missing mask)", {"no_object": skipped})
-        informative = [r for r in objects if r["informative"]]
-        uninformative = len(objects) - len(informative)
+    def measured(self, record: dict[str, Any]) -> bool:
+        return record["has_object"]
+
+    def none_measured(self, records: list[dict[str, Any]]) -> Conclusion:
+        return Conclusion(Verdict.SKIPPED, f"no sample has an object mask or box ({len(records)} "
+                          "samples with an empty or missing mask)", {"no_object": len(records)})
+
+    def constant_evidence(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"no_object": sum(not r["has_object"] for r in records),
+                "tolerance_px": next(r["tolerance_px"] for r in records if "tolerance_px" in r)}
+
+    def constant_metrics(self, records: list[dict[str, Any]]) -> dict[str, float]:
+        """A constant map's energy share is the area share (a property the tests check)."""
+        shares = [r["energy_share"] for r in records if r["energy_share"] is not None]
+        return {"area_share": float(np.mean([r["area_share"] for r in records])),
+                **({"energy_share": float(np.mean(shares))} if shares else {})}
+
+    def evaluate(self, informative: list[dict[str, Any]], records: list[dict[str, Any]]) -> Evaluation:
         energy = [r for r in informative if r["energy_share"] is not None]
-        metrics: dict[str, float] = {"no_object": skipped, "uninformative": uninformative,
-                                     "no_positive_attribution": len(informative) - len(energy)}
-        evidence: dict[str, Any] = {"samples": len(records), "no_object": skipped,
-                                    "uninformative": uninformative,
-                                    "tolerance_px": next(r["tolerance_px"] for r in records
-                                                         if "tolerance_px" in r)}
-        if not informative:
-            evidence["tables"] = []
-            shares = [r["energy_share"] for r in objects if r["energy_share"] is not None]
-            if shares:
-                metrics["energy_share"] = float(np.mean(shares))
-            metrics["area_share"] = float(np.mean([r["area_share"] for r in objects]))
-            return Conclusion(Verdict.FAIL, "the map does not depend on the input (constant on all "
-                              f"{len(objects)} samples with an object: no maximum, no ranking)",
-                              metrics, evidence)
-        hits = [float(r["pointing_hit"]) for r in informative]
-        gains = [r["energy_share"] - r["area_share"] for r in energy]
-        values = {"pointing_game": hits, "energy_above_chance": gains,
-                  "m_e": [r["m_e"] for r in informative]}
-        metrics.update(
-            pointing_game=float(np.mean(hits)),
-            pointing_chance=float(np.mean([r["pointing_chance"] for r in informative])),
-            m_e=float(np.mean(values["m_e"])),
-            area_share=float(np.mean([r["area_share"] for r in informative])))
+        evidence = self.constant_evidence(records)
+        metrics: dict[str, float] = {
+            "no_object": evidence["no_object"], "no_positive_attribution": len(informative) - len(energy),
+            "pointing_chance": float(np.mean([r["pointing_chance"] for r in informative])),
+            "area_share": float(np.mean([r["area_share"] for r in informative]))}
         if energy:
-            metrics.update(energy_share=float(np.mean([r["energy_share"] for r in energy])),
-                           energy_above_chance=float(np.mean(gains)))
-        judgements = []
-        for name, limit in self.thresholds.model_dump().items():
-            if limit is None:
-                continue
-            if not values[name]:
-                return Conclusion(Verdict.FAIL, f"{name}: no sample has positive attribution "
-                                  f"({len(informative)} informative samples)", metrics, evidence)
-            judgements.append(judge(name, values[name], limit, fail_if="below"))
-        evidence["tables"] = [self._table(metrics, judgements)]
-        notes = [f"{len(informative)} samples, 95% CI"]
-        if skipped:
-            notes.append(f"{skipped} without an object mask skipped")
-        if uninformative:
-            notes.append(f"{uninformative} uninformative (constant map) excluded")
+            metrics["energy_share"] = float(np.mean([r["energy_share"] for r in energy]))
+        measured = [Measured("pointing_game", [float(r["pointing_hit"]) for r in informative]),
+                    Measured("energy_above_chance", [r["energy_share"] - r["area_share"] for r in energy],
+                             empty="no sample has positive attribution"),
+                    Measured("m_e", [r["m_e"] for r in informative])]
+        for m in measured:
+            if len(m.values):
+                metrics[m.metric] = float(np.mean(m.values))
+        notes = [f"{evidence['no_object']} without an object mask skipped"] if evidence["no_object"] else []
         if metrics["no_positive_attribution"]:
-            notes.append(f"{metrics['no_positive_attribution']} without positive attribution "
-                         "left out of the energy share")
-        where = "; ".join(notes)
-        if not judgements:
-            return Conclusion(Verdict.PASS, f"informational: no thresholds set; pointing game "
-                              f"{metrics['pointing_game']:.3f}, M_E {metrics['m_e']:.3f} ({where})",
-                              metrics, evidence)
-        broken = [j.describe() for j in judgements if not j.passed]
-        if broken:
-            return Conclusion(Verdict.FAIL, f"({where}) misses the object: " + ", ".join(broken),
-                              metrics, evidence, judgements)
-        return Conclusion(Verdict.PASS, f"({where}) " + ", ".join(j.describe() for j in judgements),
-                          metrics, evidence, judgements)
+            notes.append(f"{metrics['no_positive_attribution']} without positive attribution left out "
+                         "of the energy share")
+        return Evaluation(measured, metrics, {**evidence, "tables": [self._table(metrics)]},
+                          context="against the object masks", failure="misses the object", notes=notes)
 
     @staticmethod
-    def _table(metrics: dict[str, float], judgements: list) -> dict[str, Any]:
-        judged = {j.metric: j for j in judgements}
-        rows = []
-        for name, chance, what in (
-                ("pointing_game", "pointing_chance", "maximum inside the (dilated) mask"),
-                ("energy_share", "area_share", "positive attribution inside the mask"),
-                ("energy_above_chance", None, "energy share - area share"),
-                ("m_e", "area_share", "DRE M_E: precision-recall AUC of the ranked pixels")):
-            if name not in metrics:
-                continue
-            j = judged.get(name)
-            rows.append([name, what, round(metrics[name], 4),
-                         round(metrics[chance], 4) if chance else 0.0,
-                         f"[{j.ci[0]:.3f}, {j.ci[1]:.3f}]" if j else "",
-                         f">= {j.threshold:g}" if j else "not judged",
-                         ("PASS" if j.passed else "FAIL") if j else ""])
-        return {"title": "Localisation against the object masks (chance: a map spread evenly / a "
-                         "random point)",
-                "columns": ["metric", "what", "mean", "chance", "95% CI", "threshold", "outcome"],
-                "rows": rows}
+    def _table(metrics: dict[str, float]) -> Table:
+        rows = [[name, what, round(metrics[name], 4), round(metrics[chance], 4) if chance else 0.0]
+                for name, chance, what in (
+                    ("pointing_game", "pointing_chance", "maximum inside the (dilated) mask"),
+                    ("energy_share", "area_share", "positive attribution inside the mask"),
+                    ("energy_above_chance", None, "energy share - area share"),
+                    ("m_e", "area_share", "DRE M_E: precision-recall AUC of the ranked pixels"))
+                if name in metrics]
+        return Table(title="Localisation against the object masks (chance: a map spread evenly / a "
+                           "random point)", columns=["metric", "what", "mean", "chance"], rows=rows)
 
 
 def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:

@@ -42,10 +42,9 @@ import numpy as np
 from pydantic import Field
 
 import auditor
-from auditor import Batch, Check, Conclusion, Params, Verdict
-
+from auditor import (Batch, Check, Evaluation, ImageGrid, ImageRow, LineFigure, Measured, Params,
+                     Table, threshold)
 from auditor.figures import overlay, picture
-from auditor.verdicts import judge
 
 from ..lib.model_randomization import Block, block_state, find_blocks, randomize, restore
 from ..lib.similarity import METRICS, Reference
@@ -63,11 +62,11 @@ class SanityParams(Params):
 
 
 class SanityThresholds(Params):
-    spearman_abs: float | None = Field(0.5, ge=-1, le=1, description=(
+    spearman_abs: float | None = threshold(0.5, fail_if="above", ge=-1, le=1, description=(
         "max mean Spearman of |maps| at the verdict step. Source: between the two groups of "
         "Adebayo et al. 2018 Fig. 2/4 (gradient-like ~0-0.3, Guided Backprop ~0.6-0.9); "
         "calibrated on the quickstart: gradient 0.31, guided backprop 0.63"))
-    ssim: float | None = Field(0.5, ge=-1, le=1, description=(
+    ssim: float | None = threshold(0.5, fail_if="above", ge=-1, le=1, description=(
         "max mean SSIM at the verdict step. Source: between the two groups of Adebayo et al. "
         "2018 Fig. 2/4; calibrated on the quickstart: gradient 0.16, guided backprop 0.56"))
 
@@ -129,96 +128,79 @@ class SanityRandomization(Check):
             record.update(blocks=[b.label for b in top_down], methods=methods)
         return record
 
-    def conclude(self, records: list[dict[str, Any]], explainer: str) -> Conclusion:
+    uninformative_means = "constant original map"
+
+    def constant_evidence(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"blocks_top_down": records[0]["blocks"], "randomization": records[0]["methods"],
+                "images": self._strips(records, records[0]["blocks"])}
+
+    def evaluate(self, informative: list[dict[str, Any]], records: list[dict[str, Any]]) -> Evaluation:
         blocks = records[0]["blocks"]
-        informative = [r for r in records if r["informative"]]
-        uninformative = len(records) - len(informative)
-        evidence: dict[str, Any] = {"blocks_top_down": blocks, "randomization": records[0]["methods"],
-                                    "samples": len(records), "uninformative": uninformative}
-        if not informative:
-            evidence.update(figures=[], tables=[], images=self._strips(records, blocks))
-            return Conclusion(Verdict.FAIL, "the map does not depend on the input "
-                              f"(constant on all {len(records)} samples)",
-                              {"uninformative": uninformative}, evidence)
+        evidence: dict[str, Any] = self.constant_evidence(records)
+        # undefined on an informative sample = the randomized map is constant: similarity 0
+        values = {}
         for mode in ("cascading", "independent"):
             if informative[0][mode][METRICS[0]]:
-                # undefined on an informative sample = the randomized map is constant: similarity 0
-                values = {m: np.array([[0.0 if v is None else v for v in r[mode][m]] for r in informative])
-                          for m in METRICS}
-                collapsed = [sum(r[mode][METRICS[0]][k] is None for r in informative)
-                             for k in range(len(blocks))]
-                evidence[mode] = {"mean": {m: v.mean(axis=0).tolist() for m, v in values.items()},
-                                  "std": {m: v.std(axis=0).tolist() for m, v in values.items()},
-                                  "collapsed": collapsed}
+                values[mode] = {m: np.array([[0.0 if v is None else v for v in r[mode][m]]
+                                             for r in informative]) for m in METRICS}
+                evidence[mode] = {
+                    "mean": {m: v.mean(axis=0).tolist() for m, v in values[mode].items()},
+                    "std": {m: v.std(axis=0).tolist() for m, v in values[mode].items()},
+                    "collapsed": [sum(r[mode][METRICS[0]][k] is None for r in informative)
+                                  for k in range(len(blocks))]}
         curve = evidence["cascading"]["mean"]
         step = math.ceil(self.params.verdict_depth * len(blocks)) - 1
-        evidence["verdict_step"] = step
-        judged = {m: curve[m][step] for m in METRICS}
         collapsed = evidence["cascading"]["collapsed"][step]
-        metrics = dict(judged)
-        metrics.update({f"final_{m}": curve[m][-1] for m in METRICS})
+        evidence["verdict_step"] = step
+        metrics = {f"final_{m}": curve[m][-1] for m in METRICS}
         if "independent" in evidence:
             metrics.update({f"independent_min_{m}": float(np.min(evidence["independent"]["mean"][m]))
                             for m in ("spearman_abs", "ssim")})
-        metrics.update(uninformative=uninformative, collapsed_at_verdict=collapsed)
+        metrics["collapsed_at_verdict"] = collapsed
         limits = {m: v for m, v in self.thresholds.model_dump().items() if v is not None}
-        self._report(evidence, records, blocks, limits, step)
-        judgements = [judge(m, [0.0 if r["cascading"][m][step] is None else r["cascading"][m][step]
-                                for r in informative], v, fail_if="above")
-                      for m, v in limits.items()]
-        broken = [j.describe() for j in judgements if not j.passed]
-        kept = [j.describe() for j in judgements if j.passed]
-        notes = [f"mean of {len(informative)} samples, 95% CI"]
-        if uninformative:
-            notes.append(f"{uninformative} of {len(records)} uninformative (constant original map), "
-                         "excluded")
-        if collapsed:
-            notes.append(f"{collapsed} randomized maps constant, counted as similarity 0")
+        evidence.update(self._report(evidence, records, blocks, limits, step))
         unit = "modules" if self.params.granularity == "module" and not self.params.blocks else "blocks"
-        where = f"after randomizing the top {step + 1} of {len(blocks)} {unit} ({'; '.join(notes)})"
-        if broken:
-            return Conclusion(Verdict.FAIL, f"{where}: still similar to the original map: "
-                              + ", ".join(broken), metrics, evidence, judgements)
-        return Conclusion(Verdict.PASS, f"{where}: " + ", ".join(kept), metrics, evidence, judgements)
+        return Evaluation(
+            [Measured(m, values["cascading"][m][:, step]) for m in METRICS], metrics, evidence,
+            context=f"after randomizing the top {step + 1} of {len(blocks)} {unit}",
+            failure="still similar to the original map",
+            notes=[f"{collapsed} randomized maps constant, counted as similarity 0"] if collapsed else [])
 
-    @staticmethod
-    def _report(evidence: dict[str, Any], records: list[dict[str, Any]], blocks: list[str],
-                limits: dict[str, float], step: int) -> None:
-        """The generic evidence the report renders: curves, per-block tables, heatmap strips."""
+    @classmethod
+    def _report(cls, evidence: dict[str, Any], records: list[dict[str, Any]], blocks: list[str],
+                limits: dict[str, float], step: int) -> dict[str, list]:
+        """The evidence the report renders: curves, per-block tables, heatmap strips."""
         steps = [f"{k + 1}: {b}" for k, b in enumerate(blocks)]
-        evidence["figures"], evidence["tables"] = [], []
+        figures, tables = [], []
         for mode, what in (("cascading", "blocks randomized from the output down (cumulative)"),
                            ("independent", "the one block randomized")):
             if mode not in evidence:
                 continue
-            evidence["figures"].append({
-                "kind": "line", "title": f"{mode.capitalize()} randomization", "x": steps,
-                "series": evidence[mode]["mean"], "xlabel": what, "ylabel": "similarity to original",
-                "hlines": {f"{m} threshold": v for m, v in limits.items()}, "ylim": [-1.05, 1.05],
-                "alt": f"Mean similarity to the original map after {mode} randomization of each "
-                       f"block: " + "; ".join(f"{m} " + ", ".join(f"{v:.2f}" for v in vals)
-                                              for m, vals in evidence[mode]["mean"].items())})
-            evidence["tables"].append({
-                "title": f"{mode.capitalize()} randomization: mean similarity per step "
-                         "(informative samples)",
-                "columns": ["step", "block", *METRICS, "randomized map constant"],
-                "rows": [[k + 1 if mode == "independent" or k != step else f"{k + 1} (verdict)", b,
-                          *[round(evidence[mode]["mean"][m][k], 4) for m in METRICS],
-                          evidence[mode]["collapsed"][k]]
-                         for k, b in enumerate(blocks)]})
-        evidence["images"] = SanityRandomization._strips(records, blocks)
+            mean = evidence[mode]["mean"]
+            figures.append(LineFigure(
+                title=f"{mode.capitalize()} randomization", x=steps, series=mean, xlabel=what,
+                ylabel="similarity to original", ylim=(-1.05, 1.05),
+                hlines={f"{m} threshold": v for m, v in limits.items()},
+                alt=f"Mean similarity to the original map after {mode} randomization of each block: "
+                    + "; ".join(f"{m} " + ", ".join(f"{v:.2f}" for v in vals) for m, vals in mean.items())))
+            tables.append(Table(
+                title=f"{mode.capitalize()} randomization: mean similarity per step (informative samples)",
+                columns=["step", "block", *METRICS, "randomized map constant"],
+                rows=[[k + 1 if mode == "independent" or k != step else f"{k + 1} (verdict)", b,
+                       *[round(mean[m][k], 4) for m in METRICS], evidence[mode]["collapsed"][k]]
+                      for k, b in enumerate(blocks)]))
+        return {"figures": figures, "tables": tables, "images": cls._strips(records, blocks)}
 
     @staticmethod
-    def _strips(records: list[dict[str, Any]], blocks: list[str]) -> list[dict[str, Any]]:
+    def _strips(records: list[dict[str, Any]], blocks: list[str]) -> list[ImageGrid]:
         """The exemplars' heatmap strips (pictures the engine kept apart from the records)."""
-        rows = [{"label": r["sample"], "images": r["exemplar"]} for r in records if "exemplar" in r]
+        rows = [ImageRow(label=r["sample"], images=r["exemplar"]) for r in records if "exemplar" in r]
         if not rows:
             return []
-        return [{"title": "Heatmaps as more blocks are randomized (cascading)",
-                 "columns": ["input", "original", *[f"top {k + 1}" for k in range(len(blocks))]],
-                 "rows": rows,
-                 "alt": "Input image, original saliency map, then the map after randomizing the "
-                        "top 1, 2, ... blocks"}]
+        return [ImageGrid(title="Heatmaps as more blocks are randomized (cascading)",
+                          columns=["input", "original", *[f"top {k + 1}" for k in range(len(blocks))]],
+                          rows=rows, alt="Input image, original saliency map, then the map after "
+                                         "randomizing the top 1, 2, ... blocks")]
 
 
 @auditor.hookimpl

@@ -38,10 +38,10 @@ import torch
 from pydantic import Field, field_validator
 
 import auditor
-from auditor import Batch, Check, Conclusion, Params, Verdict
+from auditor import (Batch, Check, Evaluation, ImageGrid, ImageRow, LineFigure, Measured, Params,
+                     Table, threshold)
 from auditor.explain import capabilities
 from auditor.figures import overlay, picture
-from auditor.verdicts import judge
 
 from ..lib.corruptions import CORRUPTIONS, SEVERITIES, Corruption, corrupt
 
@@ -78,10 +78,10 @@ class UncertaintyThresholds(Params):
         "a sample is flagged when u = mean std / mean |mean| over the salient pixels exceeds it. "
         "Default 1: the posterior std exceeds the attribution itself, zero is within one std "
         "(our rule; VarSal gives no number)"))
-    max_flagged_fraction: float = Field(0.25, ge=0, le=1, description=(
+    max_flagged_fraction: float = threshold(0.25, fail_if="above", ge=0, le=1, description=(
         "FAIL when the mean share of flagged samples exceeds it. Provisional (the paper sets "
         "none); see the README for the values measured on the quickstart"))
-    min_shift_ratio: float = Field(1.1, gt=0, description=(
+    min_shift_ratio: float = threshold(1.1, fail_if="below", gt=0, description=(
         "FAIL when, for a corruption, the mean of u_corrupted / u_clean is below it: the "
         "uncertainty must rise by 10% on shifted inputs. Source: VarSal §4.5 Fig. 7 (std maps "
         "noisier on corrupted images; qualitative, the 10% margin is ours)"))
@@ -143,80 +143,72 @@ class VarsalUncertainty(Check):
                                                 overlay(x[i], std_c[i])]
         return records
 
-    def conclude(self, records: list[dict[str, Any]], explainer: str) -> Conclusion:
+    uninformative_means = "constant mean map"
+
+    def informative(self, record: dict[str, Any]) -> bool:
+        return record["uncertainty"] is not None
+
+    def constant_evidence(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        p = self.params
+        return {"severity": p.severity, "corruptions": p.corruptions,
+                "images": self._gallery(records, p.corruptions)}
+
+    def evaluate(self, informative: list[dict[str, Any]], records: list[dict[str, Any]]) -> Evaluation:
         p, t = self.params, self.thresholds
-        informative = [r for r in records if r["uncertainty"] is not None]
-        uninformative = len(records) - len(informative)
-        evidence: dict[str, Any] = {"samples": len(records), "uninformative": uninformative,
-                                    "severity": p.severity, "corruptions": p.corruptions}
-        if not informative:
-            evidence["images"] = self._gallery(records, p.corruptions)
-            return Conclusion(Verdict.FAIL, "the map does not depend on the input (constant on all "
-                              f"{len(records)} samples)", {"uninformative": uninformative}, evidence)
         clean = np.array([r["uncertainty"] for r in informative])
         flags = (clean > t.flag_above).astype(float)
-        flagged = judge("flagged_fraction", flags, t.max_flagged_fraction, fail_if="above")
-        judgements, parts = [flagged], [flagged.describe()]
-        metrics: dict[str, float] = {"flagged_fraction": flagged.value, "flagged": int(flags.sum()),
-                                     "mean_uncertainty": float(clean.mean()),
-                                     "median_uncertainty": float(np.median(clean)),
-                                     "uninformative": uninformative}
-        shift_rows, unjudged = [], []
+        measured = [Measured("flagged_fraction", flags, "max_flagged_fraction")]
+        metrics: dict[str, float] = {"flagged": int(flags.sum()), "mean_uncertainty": float(clean.mean()),
+                                     "median_uncertainty": float(np.median(clean))}
+        shift_rows = []
         for name in p.corruptions:
-            pairs = [(r["uncertainty"], r["corrupted"][name]) for r in informative
-                     if r["corrupted"][name] is not None]
-            collapsed = len(informative) - len(pairs)
-            metrics[f"collapsed_{name}"] = collapsed
-            if not pairs:
-                unjudged.append(f"{name}: the map is constant on every corrupted input, no ratio")
+            pairs = np.array([(r["uncertainty"], r["corrupted"][name]) for r in informative
+                              if r["corrupted"][name] is not None]).reshape(-1, 2)
+            before, after = pairs.T
+            ratios = after / np.maximum(before, np.finfo(float).tiny)
+            collapsed = metrics[f"collapsed_{name}"] = len(informative) - len(pairs)
+            measured.append(Measured(f"shift_ratio_{name}", ratios, "min_shift_ratio", empty=(
+                "the map is constant on every corrupted input, no ratio")))
+            if not len(pairs):
                 shift_rows.append([name, None, None, None, None, collapsed])
                 continue
-            before, after = np.array(pairs).T
-            ratios = after / np.maximum(before, np.finfo(float).tiny)
-            shift = judge(f"shift_ratio_{name}", ratios, t.min_shift_ratio, fail_if="below")
-            judgements.append(shift)
-            parts.append(shift.describe())
-            metrics.update({f"shift_ratio_{name}": shift.value,
+            metrics.update({f"shift_ratio_{name}": float(ratios.mean()),
                             f"mean_uncertainty_{name}": float(after.mean()),
                             f"rose_{name}": float(np.mean(after > before))})
             shift_rows.append([name, round(float(before.mean()), 4), round(float(after.mean()), 4),
-                               f"{shift.value:.3f} [{shift.ci[0]:.3f}, {shift.ci[1]:.3f}]",
-                               round(float(np.mean(after > before)), 3), collapsed])
-        notes = [f"{len(informative)} samples", f"flagged above u = {t.flag_above:g}",
-                 f"severity {p.severity}"]
-        if uninformative:
-            notes.append(f"{uninformative} of {len(records)} uninformative (constant mean map), excluded")
+                               round(float(ratios.mean()), 3), round(float(np.mean(after > before)), 3),
+                               collapsed])
+        notes = [f"flagged above u = {t.flag_above:g}", f"severity {p.severity}"]
         collapsed = {n: metrics[f"collapsed_{n}"] for n in p.corruptions if metrics[f"collapsed_{n}"]}
         if collapsed:
             notes.append("corrupted maps constant (no ratio): "
                          + ", ".join(f"{n} {c}" for n, c in collapsed.items()))
-        evidence.update(tables=self._tables(informative, metrics, shift_rows),
-                        figures=self._figures(informative, p.corruptions),
-                        images=self._gallery(records, p.corruptions))
-        failed = unjudged or not all(j.passed for j in judgements)
-        reason = "; ".join(parts + unjudged) + f" ({'; '.join(notes)})"
-        return Conclusion(Verdict.FAIL if failed else Verdict.PASS, reason, metrics, evidence, judgements)
+        evidence = {**self.constant_evidence(records),
+                    "tables": self._tables(informative, {**metrics, "flagged_fraction": float(flags.mean())},
+                                           shift_rows),
+                    "figures": self._figures(informative, p.corruptions)}
+        return Evaluation(measured, metrics, evidence, context="posterior uncertainty", notes=notes,
+                          failure="the uncertainty cannot be relied on")
 
     def _tables(self, informative: list[dict[str, Any]], metrics: dict[str, float],
-                shift_rows: list[list[Any]]) -> list[dict[str, Any]]:
+                shift_rows: list[list[Any]]) -> list[Table]:
         top = sorted(informative, key=lambda r: -r["uncertainty"])[:TOP_UNCERTAIN]
         names = self.params.corruptions
         return [
-            {"title": "Summary", "columns": ["metric", "value"],
-             "rows": [[k, round(v, 4) if isinstance(v, float) else v] for k, v in metrics.items()]},
-            {"title": f"Uncertainty on corrupted inputs (severity {self.params.severity}), "
-                      "informative samples",
-             "columns": ["corruption", "mean u clean", "mean u corrupted",
-                         "shift ratio (mean, 95% CI)", "share rose", "corrupted map constant"],
-             "rows": shift_rows},
-            {"title": f"Most uncertain samples (top {len(top)} by u, clean)",
-             "columns": ["sample", "u", "flagged", *[f"u {n}" for n in names]],
-             "rows": [[r["sample"], round(r["uncertainty"], 4),
-                       r["uncertainty"] > self.thresholds.flag_above,
-                       *["" if r["corrupted"][n] is None else round(r["corrupted"][n], 4) for n in names]]
-                      for r in top]}]
+            Table(title="Summary", columns=["metric", "value"],
+                  rows=[[k, round(v, 4) if isinstance(v, float) else v] for k, v in metrics.items()]),
+            Table(title=f"Uncertainty on corrupted inputs (severity {self.params.severity}), "
+                        "informative samples",
+                  columns=["corruption", "mean u clean", "mean u corrupted", "mean shift ratio",
+                           "share rose", "corrupted map constant"], rows=shift_rows),
+            Table(title=f"Most uncertain samples (top {len(top)} by u, clean)",
+                  columns=["sample", "u", "flagged", *[f"u {n}" for n in names]],
+                  rows=[[r["sample"], round(r["uncertainty"], 4),
+                         r["uncertainty"] > self.thresholds.flag_above,
+                         *["" if r["corrupted"][n] is None else round(r["corrupted"][n], 4) for n in names]]
+                        for r in top])]
 
-    def _figures(self, informative: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+    def _figures(self, informative: list[dict[str, Any]], names: list[str]) -> list[LineFigure]:
         """Sorted u per sample, clean and corrupted (a quantile plot: shifts show as whole curves)."""
         count = len(informative)
         quantiles = [round((k + 0.5) / count, 3) for k in range(count)]
@@ -225,14 +217,14 @@ class VarsalUncertainty(Check):
             values = [r["corrupted"][name] for r in informative if r["corrupted"][name] is not None]
             if len(values) == count:
                 series[name] = np.sort(values).round(5).tolist()
-        return [{"kind": "line", "title": "Uncertainty u per sample, sorted (clean vs corrupted)",
-                 "x": quantiles, "series": series, "xlabel": "share of samples (quantile)",
-                 "ylabel": "u = mean std / mean |mean| (salient pixels)",
-                 "hlines": {"flag_above": self.thresholds.flag_above},
-                 "alt": "Sorted per-sample uncertainty: " + "; ".join(
-                     f"{k} median {float(np.median(v)):.3f}" for k, v in series.items())}]
+        return [LineFigure(title="Uncertainty u per sample, sorted (clean vs corrupted)", x=quantiles,
+                           series=series, xlabel="share of samples (quantile)",
+                           ylabel="u = mean std / mean |mean| (salient pixels)",
+                           hlines={"flag_above": self.thresholds.flag_above},
+                           alt="Sorted per-sample uncertainty: " + "; ".join(
+                               f"{k} median {float(np.median(v)):.3f}" for k, v in series.items()))]
 
-    def _gallery(self, records: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+    def _gallery(self, records: list[dict[str, Any]], names: list[str]) -> list[ImageGrid]:
         shown = sorted((r for r in records if "exemplar" in r),
                        key=lambda r: -math.inf if r["uncertainty"] is None else -r["uncertainty"])
         if not shown:
@@ -241,25 +233,26 @@ class VarsalUncertainty(Check):
         def value(u: float | None) -> str:
             return "constant map" if u is None else f"u {u:.3f}"
 
-        grids = [{"title": "Mean and std maps, most uncertain first (first samples of the audit)",
-                  "columns": ["input", "mean (explanation)", "std (uncertainty)"],
-                  "rows": [{"label": f"{r['sample']}: {value(r['uncertainty'])}"
-                            + (" FLAGGED" if r["uncertainty"] is not None
-                               and r["uncertainty"] > self.thresholds.flag_above else ""),
-                            "images": r["exemplar"]["clean"]} for r in shown],
-                  "alt": "Each exemplar's input, posterior mean map and posterior std map, "
-                         "each map scaled to its own maximum"}]
-        pairs = [{"label": f"{r['sample']}, {n}: {value(r['uncertainty'])} clean, "
-                           f"{value(r['corrupted'][n])} corrupted",
-                  "images": r["exemplar"]["clean"] + r["exemplar"][n]}
+        grids = [ImageGrid(
+            title="Mean and std maps, most uncertain first (first samples of the audit)",
+            columns=["input", "mean (explanation)", "std (uncertainty)"],
+            rows=[ImageRow(label=f"{r['sample']}: {value(r['uncertainty'])}"
+                           + (" FLAGGED" if r["uncertainty"] is not None
+                              and r["uncertainty"] > self.thresholds.flag_above else ""),
+                           images=r["exemplar"]["clean"]) for r in shown],
+            alt="Each exemplar's input, posterior mean map and posterior std map, each map scaled "
+                "to its own maximum")]
+        pairs = [ImageRow(label=f"{r['sample']}, {n}: {value(r['uncertainty'])} clean, "
+                                f"{value(r['corrupted'][n])} corrupted",
+                          images=r["exemplar"]["clean"] + r["exemplar"][n])
                  for r in shown for n in names if n in r["exemplar"]]
         if pairs:
-            grids.append({"title": f"Clean vs corrupted (severity {self.params.severity})",
-                          "columns": ["clean input", "clean mean", "clean std",
-                                      "corrupted input", "corrupted mean", "corrupted std"],
-                          "rows": pairs,
-                          "alt": "Clean and corrupted input side by side with their posterior "
-                                 "mean and std maps, each map scaled to its own maximum"})
+            grids.append(ImageGrid(
+                title=f"Clean vs corrupted (severity {self.params.severity})",
+                columns=["clean input", "clean mean", "clean std", "corrupted input", "corrupted mean",
+                         "corrupted std"], rows=pairs,
+                alt="Clean and corrupted input side by side with their posterior mean and std maps, "
+                    "each map scaled to its own maximum"))
         return grids
 
 
