@@ -1,4 +1,4 @@
-"""SMOE Scale and LOVI (shared/papers/smoe-scale-efficient-saliency-maps.txt): the paper's
+"""SMOE Scale and LOVI (the SMOE Scale paper, docs/references.md): the paper's
 Table 3 known answers, the order equivalence of Appendix A against a full Gamma MLE (scipy), LOVI
 colours against `colorsys`, scale detection on torchvision models and the quickstart CNN, the
 pipeline of Eq. 3 against a hand-written numpy/scipy reference, `preset: fastcam` against
@@ -17,15 +17,14 @@ import torch
 import torchvision
 from pydantic import ValidationError
 
-from auditor.engine import run_audit
 from auditor.explain import validated
 from auditor.model import LoadedModel, prepare
 from auditor.plugins import load_registry
-from auditor.spec import load_spec, parse_spec
 from auditor_plugins.explainers.smoe_scale import (PAPER_WEIGHTS, PRESETS, SmoeScale, _owned, cdf_normalize,
                                         lovi, scale_activations, smoe_scale)
 
-from conftest import FIXTURES, QUICKSTART
+from conftest import FIXTURES
+from quickstart import quickstart_model, quickstart_spec, run_quickstart
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
@@ -36,13 +35,8 @@ def wrap(net, mean, std):
 
 @pytest.fixture(scope="module")
 def quickstart():
-    spec = importlib.util.spec_from_file_location("qs_model_smoe", QUICKSTART / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    net = module.build_model(num_classes=4)
-    net.load_state_dict(torch.load(QUICKSTART / "weights.pt", weights_only=True))
     x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    return wrap(net, (0.5,) * 3, (0.25,) * 3), x
+    return quickstart_model(), x
 
 
 def column(values, repeats=4, dtype=torch.float64):
@@ -397,12 +391,9 @@ def test_lovi_extra_figure(quickstart):
 
 def test_registered_and_runs_in_a_real_audit(tmp_path):
     assert load_registry().explainers["smoe_scale"].cls is SmoeScale
-    spec = load_spec(QUICKSTART / "audit.yaml").model_dump(mode="json")
-    spec["explainers"] = [{"name": "smoe_scale"}]
-    spec["data"]["limit"] = 8
-    spec["output"]["formats"] = ["json"]
-    spec["checks"] = [{"name": "sanity_randomization", "params": {"independent": False}}]
-    results = run_audit(parse_spec(spec, QUICKSTART), QUICKSTART, output_dir=tmp_path, progress=False)
+    spec = quickstart_spec(["smoe_scale"], [{"name": "sanity_randomization", "params": {"independent": False}}],
+                           data={"limit": 8})
+    results = run_quickstart(spec, tmp_path)
     cells = results["cells"]
     assert len(cells) == 1 and cells[0]["explainer"] == "smoe_scale"
     # known outcome (examples/quickstart/README.md): class-agnostic, its lower scales keep their
