@@ -1,5 +1,5 @@
 """SMOE Scale saliency maps and the LOVI picture (Mundhenk et al., "Efficient Saliency Maps for
-Explainable AI"; shared/papers/smoe-scale-efficient-saliency-maps.txt).
+Explainable AI", arXiv:1911.11293; docs/references.md).
 
 One forward pass, no backward (§2.2 "Pro"). The activation tensor at the end of each spatial scale
 of the network (just before each downsampling, §2.2) is reduced over its channels by SMOE Scale

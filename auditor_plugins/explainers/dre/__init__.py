@@ -1,5 +1,5 @@
 """DRE, the Differentiated Relevance Estimator (Fu et al., "Differentiated Explanation of Deep
-Neural Networks with Skewed Distributions"; shared/papers/dre-differentiated-relevance-estimator.txt).
+Neural Networks with Skewed Distributions", IEEE TPAMI 2022; docs/references.md).
 
 A mask generator G (§3.2.2: class-related spatial filter, Eq. 3; bottleneck cells merging the
 network's feature maps; a 3x3 convolution to a coarse mask X) followed by the distribution

@@ -1,5 +1,5 @@
 """VarSal: variational saliency maps (Variational Saliency Maps, ICLR 2021 submission;
-shared/papers/varsal-variational-saliency-maps.txt, §3, §4.1, §4.5, Appendices A-D).
+the VarSal paper in docs/references.md, §3, §4.1, §4.5, Appendices A-D).
 
 The saliency map is a random variable with posterior ``p(s | x, y) ∝ p(y | x, s) p(s)`` (Eq. 1).
 An encoder (`encoder`) gives the mean-field posterior ``q_θ(s | x) = N(μ_θ(x), diag(ν_θ(x)))``

@@ -1,5 +1,5 @@
 """The soft-TV Gaussian prior of VarSal and its KL term in closed form (VarSal §3.2-3.3, Eqs. 4,
-6-12, Appendices B and D; shared/papers/varsal-variational-saliency-maps.txt).
+6-12, Appendices B and D; the VarSal paper in docs/references.md).
 
 Prior ``p(s) = N(vec(s); 0, Σ)`` with ``Σ = K_h ⊗ K_w`` (Eq. 6): ``K_n`` is the n × n tridiagonal
 matrix with 1 on the diagonal and α on the first off-diagonals, so a pixel has covariance α with
