@@ -1,6 +1,15 @@
-"""Cells, batch by batch: every active check x explainer cell's `measure` on one batch (the
-journal entry: records, or the cell's error), the entries kept in their cells, then `conclude`.
-The engine runs this loop locally; `auditor.distributed` runs `measure_batch` on Ray workers."""
+"""Cells, batch by batch: every active check x explainer cell's `measure` on one batch, the
+outcomes kept in their cells, then `conclude`.
+
+A batch's outcome is its journal entry: its position and sample ids, per cell the records (or
+the cell's error with its traceback) and the seconds it took, and what each explainer cost
+(seconds, explanations computed). `batch_results` is the one place that says where each batch's
+outcome comes from: the journal of a killed run (``--resume``), a Ray worker
+(`auditor.distributed`, which runs `measure_batch` on its own copy of the audit), or measured
+here; every new outcome is journaled before it is kept. The gallery is filled before, from the
+first batches read here; a batch it showed keeps its explanations until it is measured, so no
+map is computed twice.
+"""
 from __future__ import annotations
 
 import json
@@ -8,10 +17,11 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
+from .audit import Audit, Predictions
 from .batch import Batch
 from .check import (Check, CheckOutputError, Conclusion, Verdict, validated_conclusion,
                     validated_records)
@@ -19,7 +29,7 @@ from .explain import ExplainerError, ExplanationCache
 from .gallery import Gallery
 from .journal import Journal
 from .progress import Progress
-from .spec import AuditSpec
+from .samples import SampleBatch
 
 
 @dataclass
@@ -74,64 +84,152 @@ def failure(check: str, exc: BaseException, stage: str) -> tuple[str, str]:
     return reason, "".join(traceback.format_exception(origin, limit=-6))
 
 
-def measure_all(cells: list[Cell], gallery: Gallery, model: torch.nn.Module, source: Any,
-             samples: dict[str, dict[str, Any]], explainers: dict, spec: AuditSpec,
-             device: torch.device, num_classes: int, progress: bool,
-             journal: Journal, runner: Any = None) -> dict[str, dict[str, float]]:
-    """Explain and measure batch by batch, each batch's outcome journaled before it is kept
-    (batches the journal already holds are not recomputed); return what each explainer cost
-    (seconds and explanations computed here, counted once where computed: gallery or check)."""
-    size = spec.data.batch_size
-    offsets = source.offsets(size)
-    bar = Progress(len(offsets) * sum(cell.active for cell in cells), progress)
-    remote = runner.measure(offsets, [k for k, c in enumerate(cells) if c.active], journal.done) \
-        if runner is not None else None  # entries of the batches the journal lacks, in order
-    for index, offset in enumerate(offsets):
-        active = [k for k, cell in enumerate(cells) if cell.active]
-        if gallery.complete and not active:
-            break
-        entry = journal.done.get(index)
-        sb = source.batch_at(index, size) if entry is None and remote is None or not gallery.complete \
-            else None
-        batch = None if sb is None else make_batch(sb, samples, model, spec, device, num_classes, offset,
-                                               ExplanationCache(explainers, bar))
-        if batch is not None and not gallery.complete:
-            bar.begin("gallery")
-            gallery.add(batch)
-        if entry is None and remote is not None:
-            entry = next(remote, None)
-            if entry is not None:
-                entry = journal.append(entry)
-                for k in active:
-                    bar.begin(f"{cells[k].check.name} x {cells[k].explainer} (worker)")
-                    bar.end()
-        elif entry is None and batch is not None:
-            entry = journal.append(measure_batch(batch, index, cells, active, bar))
-        else:
-            for k in active:  # resumed: the bar moves past what the journal holds
-                bar.begin(f"{cells[k].check.name} x {cells[k].explainer} (journal)")
-                bar.end()
-        if entry is not None:  # None: every sample of the batch was skipped
-            keep_entry(entry, cells)
-    return bar.close()
+def cells_of(audit: Audit) -> list[Cell]:
+    """The audit's cells in order: each check with each of its explainers (all, unless the spec
+    lists some); the cell index is the position in this list, the same in every process."""
+    return [Cell(check, i, label) for i, check in enumerate(audit.checks)
+            for label in (audit.spec.checks[i].explainers or list(audit.explainers))]
 
 
-def make_batch(sb: Any, samples: dict[str, dict[str, Any]], model: torch.nn.Module, spec: AuditSpec,
-           device: torch.device, num_classes: int, offset: int, cache: ExplanationCache) -> Batch:
-    key = "label" if spec.data.target == "label" else "prediction"
+def active(cells: list[Cell]) -> list[int]:
+    """Indices of the cells still to measure (not skipped, no error yet)."""
+    return [k for k, cell in enumerate(cells) if cell.active]
+
+
+def make_batch(audit: Audit, predictions: Predictions, sb: SampleBatch, offset: int,
+               cache: ExplanationCache) -> Batch:
+    """What `measure` sees of samples `sb`: on the audit device, with the targets the spec says
+    to explain (predicted, or labels) and `offset`, the position of its first sample."""
+    key = "label" if audit.spec.data.target == "label" else "prediction"
+    samples, device = predictions.samples, audit.device
     target = torch.tensor([samples[i][key] for i in sb.ids], device=device)
     prediction = torch.tensor([samples[i]["prediction"] for i in sb.ids], device=device)
     return Batch(x=sb.x.to(device), target=target, prediction=prediction, sample_ids=sb.ids,
-                 model=model, seed=spec.audit.seed, num_classes=num_classes,
+                 model=audit.model, seed=audit.spec.audit.seed,
+                 num_classes=predictions.num_classes,
                  label=None if sb.label is None else sb.label.to(device),
                  mask=None if sb.mask is None else sb.mask.to(device), offset=offset, cache=cache)
 
 
-def measure_batch(batch: Batch, index: int, cells: list[Cell], active: list[int],
-                   bar: Progress) -> dict[str, Any]:
-    """Every active cell's `measure` on one batch: the journal entry (records, or the error)."""
+def read_batch(audit: Audit, predictions: Predictions, index: int, offset: int,
+               bar: Progress) -> Batch | None:
+    """Batch number `index` read from the data, with its own explanation cache (telling `bar`
+    of each explanation); None when every sample of it was skipped."""
+    sb = audit.source.batch_at(index, audit.spec.data.batch_size)
+    return None if sb is None else make_batch(audit, predictions, sb, offset,
+                                              ExplanationCache(audit.explainers, bar))
+
+
+class Batches:
+    """The audit's batches by position, read here. `keep` holds a batch (the gallery's) until
+    `take` hands it to its measurement, so the maps the gallery computed are reused."""
+
+    def __init__(self, audit: Audit, predictions: Predictions, offsets: list[int], bar: Progress):
+        self.audit, self.predictions, self.offsets, self.bar = audit, predictions, offsets, bar
+        self._kept: dict[int, Batch | None] = {}
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def keep(self, index: int) -> Batch | None:
+        if index not in self._kept:
+            self._kept[index] = self._read(index)
+        return self._kept[index]
+
+    def take(self, index: int) -> Batch | None:
+        return self._kept.pop(index) if index in self._kept else self._read(index)
+
+    def drop(self, index: int) -> None:
+        """Batch `index` was measured elsewhere: a kept copy is not needed any more."""
+        self._kept.pop(index, None)
+
+    def _read(self, index: int) -> Batch | None:
+        return read_batch(self.audit, self.predictions, index, self.offsets[index], self.bar)
+
+
+def fill_gallery(gallery: Gallery, batches: Batches, bar: Progress) -> None:
+    """The gallery's pictures from the first batches (read here whatever measures them)."""
+    for index in range(len(batches)):
+        if gallery.complete:
+            return
+        batch = batches.keep(index)
+        if batch is not None:
+            bar.begin("gallery")
+            gallery.add(batch)
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """Where batch `index` was measured (``journal``, ``worker`` or ``here``) and its journal
+    entry (``ids``, ``cells``: cell index -> records or error, ``costs``); None when every sample
+    of the batch was skipped."""
+
+    index: int
+    where: str
+    entry: dict[str, Any] | None
+
+
+def batch_results(cells: list[Cell], batches: Batches, journal: Journal, runner: Any,
+                  bar: Progress) -> Iterator[BatchOutcome]:
+    """Each batch's outcome in batch order, from where it comes: the journal of a killed run,
+    else a Ray worker (`runner`), else measured here; a new outcome is journaled before it is
+    yielded. Only the cells still active are measured; it stops when none is left."""
+    pending = runner.measure(batches.offsets, active(cells), journal.done) \
+        if runner is not None else None  # outcomes of the batches the journal lacks, in order
+    for index in range(len(batches)):
+        todo = active(cells)
+        bar.remaining((len(batches) - index) * len(todo))
+        if not todo:
+            return
+        if index in journal.done:
+            where, entry = "journal", journal.done[index]
+        elif pending is not None:
+            where, entry = "worker", next(pending)
+        else:
+            batch = batches.take(index)
+            where, entry = "here", None if batch is None else measure_batch(batch, index, cells,
+                                                                             todo, bar)
+        if where != "here":
+            batches.drop(index)
+            bar.done_elsewhere(len(todo), where)
+        if entry is not None and where != "journal":
+            entry = journal.append(entry)
+        yield BatchOutcome(index, where, entry)
+
+
+def measure_all(cells: list[Cell], gallery: Gallery, audit: Audit, predictions: Predictions,
+                journal: Journal, runner: Any = None, progress: bool = True
+                ) -> dict[str, dict[str, float]]:
+    """Fill the gallery, then keep every batch's outcome in its cells; return what each
+    explainer cost (seconds and explanations): counted once, where computed (the gallery or a
+    check, here, on a worker, or in the killed run whose journal is resumed)."""
+    offsets = audit.source.offsets(audit.spec.data.batch_size)
+    bar = Progress(len(offsets) * len(active(cells)), progress)
+    batches = Batches(audit, predictions, offsets, bar)
+    fill_gallery(gallery, batches, bar)
+    elsewhere: list[dict[str, dict[str, float]]] = []
+    for outcome in batch_results(cells, batches, journal, runner, bar):
+        if outcome.entry is not None:  # None: every sample of the batch was skipped
+            keep_entry(outcome.entry, cells)
+            if outcome.where != "here":  # what was computed here the bar has counted
+                elsewhere.append(outcome.entry.get("costs", {}))
+    costs = bar.close()
+    for more in elsewhere:
+        for label, cost in more.items():
+            total = costs.setdefault(label, {"seconds": 0.0, "explanations": 0})
+            total["seconds"] += cost["seconds"]
+            total["explanations"] += cost["explanations"]
+    return costs
+
+
+def measure_batch(batch: Batch, index: int, cells: list[Cell], todo: list[int],
+                  bar: Progress) -> dict[str, Any]:
+    """Every cell of `todo`'s `measure` on one batch: the journal entry (per cell the records,
+    or the error; what each explainer cost for these measurements, maps the gallery computed
+    before on this batch being the gallery's)."""
+    before = {label: dict(cost) for label, cost in bar.costs.items()}
     entry: dict[str, Any] = {"batch": index, "ids": list(batch.sample_ids), "cells": {}}
-    for k in active:
+    for k in todo:
         cell = cells[k]
         bar.begin(f"{cell.check.name} x {cell.explainer}")
         started = time.perf_counter()
@@ -149,13 +247,19 @@ def measure_batch(batch: Batch, index: int, cells: list[Cell], active: list[int]
         outcome["seconds"] = time.perf_counter() - started
         entry["cells"][str(k)] = outcome
         bar.end()
+    zero = {"seconds": 0.0, "explanations": 0}
+    entry["costs"] = {label: {key: cost[key] - before.get(label, zero)[key] for key in zero}
+                      for label, cost in bar.costs.items() if cost != before.get(label)}
     return entry
 
 
 def keep_entry(entry: dict[str, Any], cells: list[Cell]) -> None:
-    """A batch's journal entry into its cells (records, or the cell's ERROR)."""
+    """A batch's journal entry into its cells (records, or the cell's ERROR); a cell that is
+    not active any more (an earlier batch's error stands) keeps nothing."""
     for k, outcome in entry["cells"].items():
         cell = cells[int(k)]
+        if not cell.active:
+            continue
         cell.seconds += outcome.get("seconds", 0.0)
         if "error" in outcome:
             cell.conclusion = Conclusion(Verdict.ERROR, outcome["error"])

@@ -7,8 +7,9 @@ bytes, which make up the data fingerprint.
 Values are never changed silently: tensor values outside [0, 1], boxes that are not boxes, labels
 that are not labels and files that are not images are refused with one line naming the file, the
 row (or tensor key), the value and what was expected. With ``data.on_error: skip`` an unreadable
-sample is left out and recorded in `SampleSource.skipped`. Decoding one image is in `images`,
-tensor files in `tensor_data`.
+sample is left out and recorded in `SampleSource.skipped`. What every source is (`SampleSource`)
+is in `samples`, decoding one image in `images`, tensor files in `tensor_data`; which source a
+spec's ``data`` section opens is decided by the built-in loader (`loaders`).
 """
 from __future__ import annotations
 
@@ -16,115 +17,18 @@ import csv
 import io
 import math
 import os
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
 from .errors import DataError, SpecError
 from .images import decode_image
-from .hookspecs import hookimpl
+from .samples import SampleSource
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 BOX = ("x0", "y0", "x1", "y1")
-RESCALE = ("auto", "255", "none")  # data.rescale (tensor files); read with a default of "auto"
-
-
-@dataclass
-class SampleBatch:
-    x: torch.Tensor                 # [B,3,H,W] float in [0, 1]
-    label: torch.Tensor | None      # [B] long
-    mask: torch.Tensor | None       # [B,H,W] bool ground-truth object masks
-    ids: tuple[str, ...]
-    digests: tuple[str, ...]
-
-
-class SampleSource(torch.utils.data.Dataset):
-    """A map-style dataset of samples; `batches` streams a seeded subset in order.
-
-    `skipped` lists the samples left out (``on_error: skip``, or duplicate manifest rows) as
-    ``{"id", "reason"}``, each once; it is complete after one full pass of `batches`."""
-
-    classes: list[str] | None = None
-    has_labels: bool = False
-    has_masks: bool = False
-
-    def __init__(self, size: int, limit: int | None, seed: int, skip_errors: bool):
-        order = np.arange(size)
-        if limit is not None and limit < size:
-            order = np.sort(np.random.default_rng(seed).choice(size, limit, replace=False))
-        self.order, self.skip_errors = order, skip_errors
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-    def __getitem__(self, i: int) -> dict[str, Any] | None:
-        index = int(self.order[i])
-        try:
-            return self.read(index)
-        except DataError as exc:
-            if not self.skip_errors:
-                raise
-            self.record_skip(index, self.sample_id(index), str(exc))
-            return None
-
-    @property
-    def skipped(self) -> list[dict[str, str]]:
-        return list(self.__dict__.get("_skipped", {}).values())
-
-    def record_skip(self, key: Any, sample_id: str, reason: str) -> None:
-        """Record (once per `key`) and announce a sample left out of the audit."""
-        records = self.__dict__.setdefault("_skipped", {})
-        if key not in records:
-            records[key] = {"id": sample_id, "reason": reason}
-            warnings.warn(f"skipped: {reason}", UserWarning, stacklevel=2)
-
-    def sample_id(self, index: int) -> str:
-        """The id sample `index` gets (also when it cannot be read)."""
-        return f"#{index}"
-
-    def read(self, index: int) -> dict[str, Any]:
-        """Sample `index` as a dict with x, label, mask, id, digest."""
-        raise NotImplementedError
-
-    def batch_at(self, position: int, batch_size: int) -> SampleBatch | None:
-        """Batch number `position` of `batches` (the same samples), read on its own: what a
-        remote worker reads; None when every sample of it was skipped."""
-        start = position * batch_size
-        return _collate([self[i] for i in range(start, min(len(self), start + batch_size))])
-
-    def offsets(self, batch_size: int) -> list[int]:
-        """For each batch position, how many readable samples come before it (after one full
-        pass, `skipped` is complete)."""
-        skipped = {entry["id"] for entry in self.skipped}
-        kept = [self.sample_id(int(self.order[i])) not in skipped for i in range(len(self))]
-        return [sum(kept[:start]) for start in range(0, len(self), batch_size)]
-
-    def batches(self, batch_size: int) -> Iterator[SampleBatch]:
-        loader = torch.utils.data.DataLoader(self, batch_size=batch_size, collate_fn=_collate)
-        for batch in loader:
-            if batch is not None:
-                yield batch
-
-
-def _collate(items: list[dict[str, Any] | None]) -> SampleBatch | None:
-    items = [item for item in items if item is not None]
-    if not items:
-        return None
-    shapes = {tuple(item["x"].shape) for item in items}
-    if len(shapes) > 1:
-        raise DataError(f"images have different sizes {sorted(shapes)}; set "
-                        "model.preprocessing.resize in the spec")
-    labels = [item["label"] for item in items]
-    masks = [item["mask"] for item in items]
-    return SampleBatch(
-        x=torch.stack([item["x"] for item in items]),
-        label=None if any(v is None for v in labels) else torch.tensor(labels, dtype=torch.long),
-        mask=None if any(m is None for m in masks) else torch.stack(masks),
-        ids=tuple(item["id"] for item in items), digests=tuple(item["digest"] for item in items))
 
 
 class ImageFolderSource(SampleSource):
@@ -305,40 +209,3 @@ def _box_mask(box: tuple[float, ...], image_size: tuple[int, int], size: tuple[i
     mask = torch.zeros(size, dtype=torch.bool)
     mask[int(y0 * sy):int(np.ceil(y1 * sy)), int(x0 * sx):int(np.ceil(x1 * sx))] = True
     return mask
-
-
-# --- tensor files -------------------------------------------------------------------------------
-
-@hookimpl(trylast=True)
-def auditor_load_data(spec: Any, base_dir: Path, seed: int, image_size: tuple[int, int] | None
-                      ) -> SampleSource:
-    """The built-in loader for image folders, CSV manifests and tensor files."""
-    path, fmt = Path(spec.path), spec.format
-    if not (path.is_dir() or path.is_file()):  # a FIFO would block the first read forever
-        raise SpecError("data.path", f"{path}: " + ("file not found" if not path.exists() else
-                        "not a regular file or directory (a FIFO, socket or device cannot be read)"))
-    if fmt == "auto":
-        fmt = ("imagefolder" if path.is_dir() else "csv" if path.suffix.lower() == ".csv"
-               else "tensor" if path.suffix.lower() in {".pt", ".pth", ".npz"} else None)
-        if fmt is None:
-            raise SpecError("data.format", "cannot tell the format from the path; set it to "
-                            "imagefolder, csv or tensor", str(path))
-    common = {"limit": spec.limit, "seed": seed, "skip_errors": spec.on_error == "skip"}
-    if fmt == "imagefolder":
-        if not path.is_dir():
-            raise SpecError("data.path", f"{path}: expected a directory for format imagefolder")
-        source: SampleSource = ImageFolderSource(path, image_size, **common)
-    elif not path.is_file():
-        raise SpecError("data.path", f"{path}: expected a file for format {fmt}")
-    elif fmt == "csv":
-        source = ManifestSource(path, image_size, spec.classes, **common)
-    else:
-        rescale = str(getattr(spec, "rescale", "auto")).lower()
-        if rescale not in RESCALE:
-            raise SpecError("data.rescale", "expected auto, 255 or none", rescale)
-        from .tensor_data import TensorSource  # it subclasses SampleSource: import here
-
-        source = TensorSource(path, image_size, spec.classes, rescale=rescale, **common)
-    if spec.classes:
-        source.classes = list(spec.classes)
-    return source

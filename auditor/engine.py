@@ -1,137 +1,63 @@
-"""Orchestration: predictions in one pass, then explain + measure per batch, then conclude.
+"""The audit as a list of stages, each a function below; `run_audit` runs them in order:
 
-    spec -> model + data -> predictions -> per batch: explanations (cached) -> check.measure
-         -> per cell: check.conclude -> results.json, junit.xml
+    load      open_audit: plugins' explainers and checks, the model (normalisation folded in),
+              the data (auditor.audit)
+    health    one forward pass: predictions, data fingerprint; non-finite inputs or outputs
+              stop the audit
+    fit       trainable explainers get their fitted states (auditor.fit, auditor.state_store)
+    measure   the cells planned (preflight, skips), the gallery, then per batch: explanations
+              (cached) -> check.measure, each batch journaled; here or on Ray workers
+              (auditor.cells, auditor.distributed)
+    conclude  per cell: check.conclude
+    assemble  the results document (auditor.results)
+    write     results.json, junit.xml, report.html/pdf as one set (auditor.outputs)
 
-A plugin that raises or breaks the protocol turns only its own check x explainer cell into ERROR.
+`fit_audit` (`auditor fit`) is load -> health -> fit, always anew. A plugin that raises or
+breaks the protocol turns only its own check x explainer cell into ERROR.
 """
 from __future__ import annotations
 
-import hashlib
-import random
-import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-import numpy as np
-import torch
-from tqdm import tqdm
-
-from .cells import Cell, conclude, measure_all
+from .audit import Audit, Predictions, open_audit
+from .cells import Cell, cells_of, conclude, measure_all
 from .check import AuditContext, Check, CheckSpecError, Conclusion, Verdict
-from .errors import AuditorError, SpecError
-from .fit import FitData, ensure_fitted
+from .distributed import RayRunner
+from .errors import SpecError
 from .gallery import Gallery
 from .journal import Journal, audit_key
-from .health import Health
-from .model import prepare
 from .outputs import mark_running, write_outputs
 from .plugins import Registry, load_registry
 from .results import build_results
 from .spec import AuditSpec
-from .state_store import StateStore, default_store
-
-
-def resolve_device(choice: str) -> torch.device:
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise SpecError("audit.device", "CUDA was requested but is not available", choice)
-    return torch.device("cuda" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available())
-                        else "cpu")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def run_audit(spec: AuditSpec, base_dir: Path, registry: Registry | None = None,
               output_dir: Path | None = None, progress: bool = True,
               strict: bool = False, resume: bool = False) -> dict[str, Any]:
-    """Run the audit of `spec`; write the requested outputs; return the results mapping.
+    """Run the audit of `spec` (relative paths resolve against `base_dir`, the spec's folder),
+    stage by stage; write the requested outputs; return the results mapping.
 
     Each batch's records are journaled in the output directory as the batch completes; with
     `resume`, the batches a killed run journaled are taken from there, not recomputed.
 
     `strict`: borderline cells (a verdict metric's interval straddles its threshold) fail the
     audit; without it the mark is shown but the overall verdict goes by the means."""
-    clock = {"start": time.perf_counter()}
-    durations: dict[str, float] = {}
-    registry = registry or load_registry(disabled=disabled_plugins(spec))
-    explainers = registry.make_explainers(spec)
-    checks = registry.make_checks(spec)
     out = output_dir or spec.output_directory()
+    timed = _Stages()
+    audit = timed("load", open_audit, spec, base_dir, registry or _registry(spec))
     mark_running(out)  # an older report set there is visibly not current from now on
-    seed_everything(spec.audit.seed)
-    device = resolve_device(spec.audit.device)
-    loaded, model, source = _load(spec, base_dir, registry, device)
-    durations["load"] = _lap(clock)
-
-    samples, data_fingerprint, num_classes, health = _predict(model, source, spec, device, progress)
-    if not samples:
-        raise AuditorError(f"no readable samples in {spec.data.path}")
-    health_report = health.judge(samples, num_classes)  # non-finite anything stops the audit here
-    if spec.data.target == "label" and not source.has_labels:
-        raise SpecError("data.target", "the data has no labels to explain; use 'predicted'", "label")
-    durations["predict"] = _lap(clock)
-    pre = spec.model.preprocessing
-    trainable = [label for label, e in explainers.items() if e.needs_fitting]
-    states = ensure_fitted(explainers, trainable, model,
-                           FitData(source, device, spec.audit.seed, spec.data.batch_size, num_classes),
-                           loaded.fingerprint, data_fingerprint, StateStore(state_store(spec, base_dir)),
-                           spec.fit.when_missing, show=progress) if trainable else {}
-    durations["fit"] = _lap(clock)
-
-    cells = [Cell(check, i, label) for i, check in enumerate(checks)
-             for label in (spec.checks[i].explainers or list(explainers))]
-    context = AuditContext(num_classes=num_classes, num_samples=len(samples),
-                           has_labels=source.has_labels, has_masks=source.has_masks,
-                           image_size=tuple(pre.resize) if pre.resize else None)
-    preflight(checks, context)
-    for cell in cells:
-        reason = cell.check.skip_reason(type(explainers[cell.explainer]))
-        if reason:
-            cell.conclusion = Conclusion(Verdict.SKIPPED, reason)
-        elif cell.check.needs_labels and not source.has_labels:
-            cell.conclusion = Conclusion(Verdict.SKIPPED, "needs labels; the data has none")
-        elif cell.check.needs_masks and not source.has_masks:
-            cell.conclusion = Conclusion(Verdict.SKIPPED, "needs object masks; the data has none")
-    gallery = Gallery(spec.output.gallery_samples, explainers)
-    journal = Journal(out, audit_key(spec.model_dump(mode="json"), loaded.fingerprint,
-                                     data_fingerprint, _plugin_versions(registry)), resume)
-    runner = None
-    if spec.execution.engine == "ray":
-        from .distributed import RayRunner
-        runner = RayRunner(spec, base_dir, dict(registry.blocked), samples, num_classes, states)
-    try:
-        costs = measure_all(cells, gallery, model, source, samples, explainers, spec, device,
-                         num_classes, progress, journal, runner)
-    finally:
-        journal.close(remove=False)
-        if runner is not None:
-            runner.close()
-    resumed = len(journal.done)
-    durations["measure"] = _lap(clock)
-    for cell in cells:
-        conclude(cell)
-    durations["conclude"] = _lap(clock)
-
-    results = build_results(spec, registry, loaded, data_fingerprint, samples, cells, durations,
-                            device, source.classes or spec.model.class_names, explainers, checks,
-                            strict)
-    results["gallery"] = gallery.result()
-    results["health"] = health_report
-    results["data"]["skipped"] = list(getattr(source, "skipped", []))  # on_error: skip, with reasons
-    results["explainer_states"] = states  # label -> fitted state file (trainable explainers)
-    results["explainer_costs"] = {label: costs.get(label, {"seconds": 0.0, "explanations": 0})
-                                  for label in explainers}
-    results["resumed_batches"] = resumed  # batches taken from the journal of a killed run
-    results["complete"] = True
-    durations["total"] = time.perf_counter() - clock["start"]
-    write_outputs(results, out, spec.output.formats, registry)
-    journal.close(remove=True)
-    results["output_directory"] = str(out)
+    predictions, health = timed("predict", _health, audit, progress)
+    states = timed("fit", _fit, audit, predictions, progress)
+    cells, measured = timed("measure", _measure, audit, predictions, out, resume, progress)
+    timed("conclude", _conclude, cells)
+    results = _assemble(audit, predictions, health, states, cells, measured, timed.durations,
+                        strict)
+    timed.stop()  # durations.total: the audit up to writing its outputs
+    _write(results, out, audit, measured.journal)
     return results
 
 
@@ -139,47 +65,152 @@ def fit_audit(spec: AuditSpec, base_dir: Path, labels: list[str] | None = None,
               registry: Registry | None = None, progress: bool = True) -> dict[str, str]:
     """`auditor fit`: fit the trainable explainers of `spec` (all, or the spec labels in `labels`)
     against its model and data, always anew, and store their states; label -> state file."""
-    registry = registry or load_registry(disabled=disabled_plugins(spec))
-    explainers = registry.make_explainers(spec)
-    trainable = [label for label, e in explainers.items() if e.needs_fitting]
+    audit = open_audit(spec, base_dir, registry or _registry(spec))
+    chosen = _to_fit(audit, labels)
+    predictions, _ = audit.predict(progress)
+    return audit.fit(predictions, chosen, "auto", refit=True, show=progress)
+
+
+class _Stages:
+    """Runs a stage and records its seconds under its name (results.json ``durations``)."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.durations: dict[str, float] = {}
+
+    def __call__(self, name: str, stage: Callable[..., Any], *args: Any) -> Any:
+        started = time.perf_counter()
+        result = stage(*args)
+        self.durations[name] = time.perf_counter() - started
+        return result
+
+    def stop(self) -> None:
+        self.durations["total"] = time.perf_counter() - self.start
+
+
+@dataclass
+class _Measured:
+    """What the measure stage leaves besides the cells' records."""
+
+    gallery: Gallery
+    costs: dict[str, dict[str, float]]  # explainer label -> seconds, explanations
+    resumed: int                        # batches taken from the journal of a killed run
+    journal: Journal                    # closed; removed once the outputs are written
+
+
+def _registry(spec: AuditSpec) -> Registry:
+    return load_registry(disabled=disabled_plugins(spec))
+
+
+def _health(audit: Audit, progress: bool) -> tuple[Predictions, dict[str, Any]]:
+    """The forward pass, judged (`Audit.predict`), and ``data.target`` against the data."""
+    predictions, health = audit.predict(progress)
+    if audit.spec.data.target == "label" and not audit.source.has_labels:
+        raise SpecError("data.target", "the data has no labels to explain; use 'predicted'", "label")
+    return predictions, health
+
+
+def _fit(audit: Audit, predictions: Predictions, progress: bool) -> dict[str, str]:
+    """Every trainable explainer's state: stored, or fitted now with ``fit: auto``."""
+    return audit.fit(predictions, audit.trainable, audit.spec.fit.when_missing, show=progress)
+
+
+def _to_fit(audit: Audit, labels: list[str] | None) -> list[str]:
+    """The explainer labels `auditor fit` fits: `labels` (each must need fitting), else all."""
     for label in labels or []:
-        if label not in explainers:
+        if label not in audit.explainers:
             raise SpecError("--explainer", "no explainer with this label in the spec (labels: "
-                            f"{', '.join(explainers)})", label)
-        if label not in trainable:
-            raise SpecError("--explainer", f"explainer {label!r} ({explainers[label].name}) does not "
-                            "need fitting (trainable: " + (", ".join(trainable) or "none") + ")", label)
-    chosen = labels or trainable
-    if not chosen:
+                            f"{', '.join(audit.explainers)})", label)
+        if label not in audit.trainable:
+            raise SpecError("--explainer", f"explainer {label!r} ({audit.explainers[label].name}) "
+                            "does not need fitting (trainable: "
+                            + (", ".join(audit.trainable) or "none") + ")", label)
+    if not (labels or audit.trainable):
         raise SpecError("explainers", "no explainer of the spec needs fitting",
-                        [e.name for e in spec.explainers])
-    seed_everything(spec.audit.seed)
-    device = resolve_device(spec.audit.device)
-    loaded, model, source = _load(spec, base_dir, registry, device)
-    samples, data_fingerprint, num_classes, health = _predict(model, source, spec, device, progress)
-    if not samples:
-        raise AuditorError(f"no readable samples in {spec.data.path}")
-    health.judge(samples, num_classes)
-    return ensure_fitted(explainers, chosen, model,
-                         FitData(source, device, spec.audit.seed, spec.data.batch_size, num_classes),
-                         loaded.fingerprint, data_fingerprint, StateStore(state_store(spec, base_dir)),
-                         "auto", refit=True, show=progress)
+                        [e.name for e in audit.spec.explainers])
+    return labels or audit.trainable
 
 
-def state_store(spec: AuditSpec, base_dir: Path) -> Path:
-    """``fit.store`` (relative to the spec's folder), else the user's cache directory."""
-    return base_dir / spec.fit.store if spec.fit.store is not None else default_store()
+def _plan(audit: Audit, predictions: Predictions) -> list[Cell]:
+    """The cells; each check's preflight against what is known now; the cells that cannot run
+    SKIPPED with the reason (the explainer lacks what the check needs, or the data does)."""
+    source, pre = audit.source, audit.spec.model.preprocessing
+    preflight(audit.checks, AuditContext(
+        num_classes=predictions.num_classes, num_samples=len(predictions.samples),
+        has_labels=source.has_labels, has_masks=source.has_masks,
+        image_size=tuple(pre.resize) if pre.resize else None))
+    cells = cells_of(audit)
+    for cell in cells:
+        reason = _cannot_run(cell, audit)
+        if reason:
+            cell.conclusion = Conclusion(Verdict.SKIPPED, reason)
+    return cells
 
 
-def _load(spec: AuditSpec, base_dir: Path, registry: Registry, device: torch.device) -> tuple:
-    """The loaded model (fingerprint), the audited model (normalization folded in), the data."""
-    hook = registry.manager.hook
-    loaded = hook.auditor_load_model(spec=spec.model, base_dir=base_dir)
-    pre = spec.model.preprocessing
-    model = prepare(loaded, pre.mean, pre.std, device)
-    source = hook.auditor_load_data(spec=spec.data, base_dir=base_dir, seed=spec.audit.seed,
-                                    image_size=pre.resize)
-    return loaded, model, source
+def _cannot_run(cell: Cell, audit: Audit) -> str | None:
+    """Why `cell` cannot run: its check's own reason for this explainer, or data it lacks."""
+    reason = cell.check.skip_reason(type(audit.explainers[cell.explainer]))
+    if reason:
+        return reason
+    if cell.check.needs_labels and not audit.source.has_labels:
+        return "needs labels; the data has none"
+    if cell.check.needs_masks and not audit.source.has_masks:
+        return "needs object masks; the data has none"
+    return None
+
+
+def _measure(audit: Audit, predictions: Predictions, out: Path, resume: bool,
+             progress: bool) -> tuple[list[Cell], _Measured]:
+    """Plan the cells, then measure them batch by batch (`auditor.cells.measure_all`), each
+    batch journaled in `out`; on Ray workers with ``execution.engine: ray``."""
+    cells = _plan(audit, predictions)
+    gallery = Gallery(audit.spec.output.gallery_samples, audit.explainers)
+    journal = Journal(out, audit_key(audit.spec.model_dump(mode="json"), audit.loaded.fingerprint,
+                                     predictions.fingerprint, _plugin_versions(audit.registry)),
+                      resume)
+    runner = None
+    try:
+        if audit.spec.execution.engine == "ray":
+            runner = RayRunner(audit, predictions)
+        costs = measure_all(cells, gallery, audit, predictions, journal, runner, progress)
+    finally:
+        journal.close(remove=False)
+        if runner is not None:
+            runner.close()
+    return cells, _Measured(gallery, costs, len(journal.done), journal)
+
+
+def _conclude(cells: list[Cell]) -> None:
+    for cell in cells:
+        conclude(cell)
+
+
+def _assemble(audit: Audit, predictions: Predictions, health: dict[str, Any],
+              states: dict[str, str], cells: list[Cell], measured: _Measured,
+              durations: dict[str, float], strict: bool) -> dict[str, Any]:
+    """The results document (`auditor.results.build_results`) with what the stages left."""
+    source = audit.source
+    results = build_results(audit.spec, audit.registry, audit.loaded, predictions.fingerprint,
+                            predictions.samples, cells, durations, audit.device,
+                            source.classes or audit.spec.model.class_names, audit.explainers,
+                            audit.checks, strict)
+    results["gallery"] = measured.gallery.result()
+    results["health"] = health
+    results["data"]["skipped"] = list(getattr(source, "skipped", []))  # on_error: skip, with reasons
+    results["explainer_states"] = states  # label -> fitted state file (trainable explainers)
+    results["explainer_costs"] = {label: measured.costs.get(label) or {"seconds": 0.0,
+                                                                       "explanations": 0}
+                                  for label in audit.explainers}
+    results["resumed_batches"] = measured.resumed
+    results["complete"] = True
+    return results
+
+
+def _write(results: dict[str, Any], out: Path, audit: Audit, journal: Journal) -> None:
+    """The output set the spec asks for, swapped into place; then the journal goes."""
+    write_outputs(results, out, audit.spec.output.formats, audit.registry)
+    journal.close(remove=True)
+    results["output_directory"] = str(out)
 
 
 def preflight(checks: list[Check], context: AuditContext) -> None:
@@ -202,41 +233,3 @@ def disabled_plugins(spec: AuditSpec | None, cli: list[str] | None = None) -> di
 def _plugin_versions(registry: Registry) -> list[dict[str, Any]]:
     return [{"kind": p.kind, "name": p.name, "distribution": p.distribution, "version": p.version}
             for p in registry.describe()]
-
-
-def _lap(clock: dict[str, float]) -> float:
-    now = time.perf_counter()
-    elapsed = now - clock.get("lap", clock["start"])
-    clock["lap"] = now
-    return elapsed
-
-
-def _bar(iterable: Any, total: int, desc: str, progress: bool) -> Any:
-    return tqdm(iterable, total=total, desc=desc, unit="batch", disable=not progress, leave=False,
-                file=sys.stderr)
-
-
-def _predict(model: torch.nn.Module, source: Any, spec: AuditSpec, device: torch.device,
-             progress: bool) -> tuple[dict[str, dict[str, Any]], str, int, Health]:
-    """One forward pass over the data: prediction and confidence per sample, data fingerprint,
-    and the inputs' and outputs' health."""
-    samples: dict[str, dict[str, Any]] = {}
-    health = Health()
-    digest = hashlib.sha256()
-    num_classes = 0
-    total = -(-len(source) // spec.data.batch_size)
-    with torch.inference_mode():
-        for sb in _bar(source.batches(spec.data.batch_size), total, "predict", progress):
-            x = sb.x.to(device)
-            logits = model(x).float()
-            health.add(sb.ids, x, logits)
-            probs = logits.softmax(dim=1)
-            num_classes = probs.shape[1]
-            confidence, prediction = probs.max(dim=1)
-            for i, sample_id in enumerate(sb.ids):
-                digest.update(f"{sample_id}\0{sb.digests[i]}\n".encode())
-                samples[sample_id] = {
-                    "id": sample_id, "prediction": int(prediction[i]),
-                    "confidence": float(confidence[i]) if bool(torch.isfinite(confidence[i])) else None,
-                    "label": None if sb.label is None else int(sb.label[i])}
-    return samples, "sha256:" + digest.hexdigest(), num_classes, health

@@ -1,10 +1,47 @@
-"""Errors the user can act on. The CLI prints them as one line and exits 2 (never a traceback)."""
+"""Errors the user can act on. The CLI prints them as one line and exits 2 (never a traceback).
+
+Also where a spec location is written (`join_path`, `key_path`: ``checks[1].thresholds.x``),
+which both the schema's errors (`auditor.spec`) and the YAML reader's (`auditor.spec_yaml`) name.
+Every error here pickles as its message and attributes, so one raised in another process (a Ray
+worker) reaches the user as the same one-line message.
+"""
+from __future__ import annotations
+
 import itertools
+import pickle
+import re
 import reprlib
+from typing import Any
 
 
 class AuditorError(Exception):
     """Base class: the audit could not run for a reason the user can fix."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as the arguments `Exception` keeps (the one-line message) and the attributes,
+        never by calling ``__init__`` again: a subclass whose ``__init__`` takes other arguments
+        than its message (`SpecError`) survives the trip to and from a Ray worker as itself."""
+        return _rebuild, (type(self), self.args, _picklable(self.__dict__))
+
+
+def _rebuild(cls: type[AuditorError], args: tuple[Any, ...], state: dict[str, Any]) -> AuditorError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
+
+def _picklable(state: dict[str, Any]) -> dict[str, Any]:
+    """`state` with each value that does not pickle replaced by its short repr (a spec value
+    named in a message may be any object; the message itself is already text)."""
+    kept = {}
+    for name, value in state.items():
+        try:
+            pickle.dumps(value)
+        except Exception:  # an unpicklable object, or one whose pickling raises
+            value = _short(value)
+        kept[name] = value
+    return kept
 
 
 class SpecError(AuditorError):
@@ -66,3 +103,22 @@ def one_line(text: str, limit: int = 400) -> str:
     characters (cut with ``...``)."""
     text = " ".join(str(text)[: limit * 4].split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def key_path(prefix: str, *parts: Any) -> str:
+    """``key_path("model.factory_kwargs", "a b")`` is ``model.factory_kwargs['a b']``."""
+    return join_path(prefix, list(parts))
+
+
+def join_path(prefix: str, loc: list[Any]) -> str:
+    """A spec path: ``checks[1].thresholds.x``; a key that is not a plain name is quoted:
+    ``params['a b']``."""
+    text = prefix
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", str(part)):
+            text += f".{part}" if text else str(part)
+        else:
+            text += f"[{str(part)[:60]!r}]"
+    return text

@@ -11,10 +11,14 @@ A state is a flat ``dict[str, torch.Tensor]`` (saved with `torch.save`, loaded w
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator
 
 import torch
+from tqdm import tqdm
+
+from .state_store import StateError, state_meta
 
 Progress = Callable[[int, int, float], None]  # (step done, total steps, loss of that step)
 
@@ -70,8 +74,6 @@ def ensure_fitted(explainers: dict[str, Any], labels: list[str], model: torch.nn
     """Give every explainer of `labels` (all ``needs_fitting``) its state: the stored one for this
     model, data and config, else fit it (``when_missing="auto"`` or `refit`) and store it; else
     `StateError` naming the command to run. Returns label -> state file path."""
-    from .state_store import StateError, state_meta
-
     paths = {}
     for label in labels:
         explainer = explainers[label]
@@ -96,10 +98,6 @@ def fit_one(label: str, explainer: Any, model: torch.nn.Module, data: FitData,
             show: bool) -> dict[str, torch.Tensor]:
     """``explainer.fit`` with a progress bar (step, loss, ETA); the model stays in eval mode and
     its parameters unchanged (checked: a fit that changes the audited model is an error)."""
-    import sys
-
-    from tqdm import tqdm
-
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     bar = tqdm(desc=f"fit {label}", unit="step", disable=not show, leave=False, file=sys.stderr)
 

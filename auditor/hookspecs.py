@@ -13,9 +13,9 @@ import pluggy
 
 if TYPE_CHECKING:
     from .check import Check
-    from .data import SampleSource
     from .explain import Explainer
     from .model import LoadedModel
+    from .samples import SampleSource
     from .spec import DataSection, ModelSection
 
 hookspec = pluggy.HookspecMarker("auditor")
@@ -55,7 +55,7 @@ def auditor_load_data(spec: DataSection, base_dir: Path, seed: int,
     :param base_dir: the directory the spec's relative paths resolve from.
     :param seed: the audit seed (for a seeded ``data.limit`` subset).
     :param image_size: ``(H, W)`` every image is resized to, or None to keep sizes.
-    :return: an `auditor.data.SampleSource` that streams batches, or None to pass.
+    :return: an `auditor.samples.SampleSource` that streams batches, or None to pass.
     """
 
 

@@ -23,10 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import SpecError, one_line
+from .errors import SpecError, key_path, one_line
 from .hashing import sha256_file
 from .hookspecs import hookimpl
-from .spec import key_path
 
 
 @dataclass

@@ -9,13 +9,14 @@ from typing import Any
 import pluggy
 from pydantic import ValidationError
 
-from . import hookspecs
+from . import hookspecs, loaders, model
 from .check import Check
 from .errors import PluginError, SpecError
 from .explain import Explainer
 from .spec import AuditSpec, spec_error_from
 
 GROUP = "auditor"
+CORE = (model, loaders)  # the core's own model and data loaders (first-result hooks, trylast)
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Registry:
     checks: dict[str, Provided] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # entry point -> why it did not load
     blocked: dict[str, str] = field(default_factory=dict)  # "entry point (dist)" -> who blocked it
+    disabled: dict[str, str] = field(default_factory=dict)  # as asked: name -> who asked (rebuild)
 
     def describe(self) -> list[Provided]:
         return sorted([*self.explainers.values(), *self.checks.values()], key=lambda p: (p.kind, p.name))
@@ -84,12 +86,10 @@ def load_registry(extra: list[tuple[Any, str]] | None = None,
     the spec's ``plugins.disable``): those are not imported and are listed in `Registry.blocked`;
     a name that matches no installed plugin is a `SpecError`.
     """
-    from . import data, model  # the core's own model and data loaders (first-result hooks)
-
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(hookspecs)
     origin: dict[int, tuple[str, str]] = {}
-    for core in (model, data):
+    for core in CORE:
         pm.register(core, name=f"core:{core.__name__}")
         origin[id(core)] = ("xai-auditor", _version("xai-auditor"))
     failed, blocked, disabled = {}, {}, dict(disabled or {})
@@ -114,7 +114,7 @@ def load_registry(extra: list[tuple[Any, str]] | None = None,
     for plugin, dist in extra or []:
         pm.register(plugin)
         origin[id(plugin)] = (dist, _version(dist))
-    registry = Registry(pm, failed=failed, blocked=blocked)
+    registry = Registry(pm, failed=failed, blocked=blocked, disabled=disabled)
     _collect(registry, "explainer", pm.hook.auditor_explainers, Explainer, registry.explainers, origin)
     _collect(registry, "check", pm.hook.auditor_checks, Check, registry.checks, origin)
     return registry

@@ -53,6 +53,18 @@ class Progress:
             self._advance(self._left)
         self._left, self._each = 0.0, 0.0
 
+    def done_elsewhere(self, steps: int, where: str) -> None:
+        """`steps` steps were done elsewhere (taken from the journal of a killed run, measured on
+        a Ray worker): the bar moves past them at once."""
+        self.bar.set_postfix_str(f"({where})", refresh=False)
+        self._advance(steps)
+
+    def remaining(self, steps: int) -> None:
+        """`steps` steps are left: the total becomes the steps done plus these (a cell that
+        failed is not measured on later batches, and its steps leave the total)."""
+        self.bar.total = round(self.bar.n) + steps
+        self.bar.refresh()
+
     def _advance(self, step: float) -> None:
         """Move the bar, never past its total (float steps add up with rounding)."""
         self.bar.update(max(0.0, min(step, (self.bar.total or 0) - self.bar.n)))

@@ -22,7 +22,7 @@ import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
                       ValidationInfo, field_validator, model_validator)
 
-from .errors import SpecError
+from .errors import SpecError, join_path
 from .spec_yaml import MAX_DEPTH, load_yaml
 
 
@@ -299,6 +299,17 @@ class AuditSpec(Strict):
             return self.output.directory
         return Path("reports") / folder_name(self.audit.name)
 
+    def with_absolute_paths(self) -> "AuditSpec":
+        """This spec with the input paths it resolved against the spec's folder when it was read
+        (``model.weights``, ``model.torchscript``, ``data.path``) made absolute: the same spec in
+        a process with another working directory (a Ray worker). A factory file and
+        ``fit.store`` resolve against the base directory when used, so they stay as written."""
+        model = {key: getattr(self.model, key).absolute() for key in ("weights", "torchscript")
+                 if getattr(self.model, key) is not None}
+        return self.model_copy(update={"model": self.model.model_copy(update=model),
+                                       "data": self.data.model_copy(
+                                           update={"path": self.data.path.absolute()})})
+
 
 def folder_name(name: str) -> str:
     """`name` as one safe folder name: runs of other characters than ``A-Za-z0-9._-`` become
@@ -361,7 +372,7 @@ def spec_error_from(exc: ValidationError, prefix: str = "", root: type[BaseModel
     if isinstance(cause, _LocatedError):
         return SpecError(cause.path, str(cause), cause.value)
     loc = [part for part in err["loc"] if not _is_pydantic_tag(part)]
-    path = _join(prefix, loc)
+    path = join_path(prefix, loc)
     message = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         allowed = _allowed_keys(root, loc[:-1])
@@ -374,25 +385,6 @@ def spec_error_from(exc: ValidationError, prefix: str = "", root: type[BaseModel
 
 def _is_pydantic_tag(part: Any) -> bool:
     return isinstance(part, str) and ("[" in part or part in {"tuple", "list", "int", "str"})
-
-
-def key_path(prefix: str, *parts: Any) -> str:
-    """``key_path("model.factory_kwargs", "a b")`` is ``model.factory_kwargs['a b']``."""
-    return _join(prefix, list(parts))
-
-
-def _join(prefix: str, loc: list[Any]) -> str:
-    """A spec path: ``checks[1].thresholds.x``; a key that is not a plain name is quoted:
-    ``params['a b']``."""
-    text = prefix
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", str(part)):
-            text += f".{part}" if text else str(part)
-        else:
-            text += f"[{str(part)[:60]!r}]"
-    return text
 
 
 def _allowed_keys(model: type[BaseModel] | None, loc: list[Any]) -> list[str]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from .errors import SpecError
+from .errors import SpecError, join_path
 
 MAX_DEPTH = 64           # YAML nesting levels
 MAX_INT_DIGITS = 100     # digits of a YAML integer
@@ -26,9 +26,7 @@ class _SpecLoader(yaml.SafeLoader):
     def _path(self) -> str:
         loc = [part if isinstance(part, int) else str(part.value)[:60] for part in self._where
                if isinstance(part, int) or isinstance(part, yaml.ScalarNode)]
-        from .spec import _join  # spec.py imports this module: join lazily
-
-        return _join("", loc) or "<spec>"
+        return join_path("", loc) or "<spec>"
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         self._where.append(index)

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import SampleSource
 from .errors import DataError, SpecError
 from .hashing import sha256_file
+from .samples import SampleSource
 
 
 class TensorSource(SampleSource):

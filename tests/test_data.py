@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from auditor.data import auditor_load_data
+from auditor.loaders import auditor_load_data
 from auditor.errors import DataError, SpecError
 from auditor.spec import DataSection
 

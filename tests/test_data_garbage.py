@@ -12,7 +12,7 @@ from pydantic import ValidationError
 import torch
 from PIL import Image, ImageFile
 
-from auditor.data import auditor_load_data
+from auditor.loaders import auditor_load_data
 from auditor.errors import DataError, SpecError
 from auditor.spec import DataSection
 
