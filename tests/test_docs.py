@@ -34,6 +34,6 @@ def test_readme_plugin_example_runs():
     namespace = {}
     exec(compile(block, "README.md", "exec"), namespace)
     check, explainer = namespace["MyCheck"], namespace["MyExplainer"]
-    assert "min_share" in check.Thresholds.model_fields and "width" not in check.Thresholds.model_fields
+    assert "peak" in check.Thresholds.model_fields and "width" not in check.Thresholds.model_fields
     cell, = run_check(check, [explainer])
     assert cell["verdict"] == "PASS" and cell["metrics"]["peak"] > 0
