@@ -35,3 +35,37 @@ def test_bar_moves_per_explanation_in_a_one_batch_audit(tiny_dir, tmp_path, monk
     html = render_html(results)
     table = html[html.index("Cost per explainer"):]
     assert f"<td>gradient</td><td>{costs['gradient']['explanations']}</td>" in table
+
+
+def test_the_bar_ends_at_its_total_when_a_cell_stops_early(tiny_dir, tmp_path, monkeypatch):
+    """A cell that fails on the first batch is not measured on the later ones: its steps leave
+    the total, so the bar ends full (3 batches: 2 cells, then 1, then 1 = 4 steps, not 6)."""
+    ends = []
+
+    class Recording(progress_module.Progress):
+        def close(self):
+            ends.append((round(self.bar.n, 6), self.bar.total))
+            return super().close()
+
+    monkeypatch.setattr("auditor.cells.Progress", Recording)
+    spec = tiny_spec_dict(tiny_dir, data={"path": "manifest.csv", "batch_size": 2},
+                          checks=[{"name": "sanity_randomization",
+                                   "params": {"blocks": ["no_such_layer"]}},
+                                  {"name": "complexity"}],
+                          output={"directory": str(tmp_path), "formats": ["json"],
+                                  "gallery_samples": 0})
+    results = run_audit(parse_spec(spec, tiny_dir), tiny_dir, output_dir=tmp_path, progress=True)
+    assert [c["verdict"] for c in results["cells"]] == ["ERROR", "INFO"]
+    assert ends == [(4.0, 4)]
+
+
+def test_steps_done_elsewhere_move_the_bar_at_once_and_the_total_follows_what_is_left():
+    bar = progress_module.Progress(6, True)
+    bar.done_elsewhere(2, "journal")  # a resumed batch of two cells
+    assert bar.bar.n == 2 and bar.bar.total == 6
+    bar.remaining(1)  # one cell left on one batch
+    assert bar.bar.total == 3
+    bar.begin("complexity x gradient")
+    bar.end()
+    assert bar.bar.n == bar.bar.total == 3
+    bar.close()

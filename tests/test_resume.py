@@ -62,6 +62,9 @@ def test_a_killed_run_resumes_to_the_same_results(spec_path, tmp_path, monkeypat
     assert calls == [4, 4]  # only the missing batch, for each of the two explainers
     assert resumed["resumed_batches"] == 2 and resumed["complete"] is True
     assert comparable(resumed) == comparable(whole)
+    explanations = lambda results: {label: cost["explanations"]  # noqa: E731
+                                    for label, cost in results["explainer_costs"].items()}
+    assert explanations(resumed) == explanations(whole)  # the killed run's batches counted once
     written = json.loads((tmp_path / "out" / "results.json").read_text())
     assert comparable(written) == comparable(json.loads((tmp_path / "whole" / "results.json").read_text()))
     assert not (tmp_path / "out" / NAME).exists()
