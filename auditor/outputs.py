@@ -34,6 +34,7 @@ from typing import Any, Iterable
 
 from .errors import AuditorError
 from .hashing import sha256_file
+from .report import write_report
 from .results import write_atomic, write_json, write_junit
 from .results_schema import Results, as_results, load_results
 
@@ -102,8 +103,6 @@ def write_outputs(results: Results | dict[str, Any], out: Path | str, formats: l
         if "junit" in formats:
             write_junit(results, tmp / OUTPUT_NAMES["junit"])
         if "html" in formats or "pdf" in formats:
-            from .report import write_report
-
             write_report(results, tmp, formats, registry)
         files = {name: _entry(tmp / name) for name in names}
         files.update({name: _entry(out / name) for name in keep})

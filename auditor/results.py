@@ -175,7 +175,7 @@ def marked(cell: CellResult) -> str:
     if not cell.borderline:
         return cell.reason
     close = "; ".join(j.judgement().describe() for j in cell.judgements if j.borderline)
-    return f"{cell.reason} (borderline, the 95% interval straddles: {close}; add samples to decide)"
+    return f"{cell.reason} (borderline: {close}; add samples to decide)"
 
 
 def write_junit(results: Results | dict[str, Any], path: Path) -> None:

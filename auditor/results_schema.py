@@ -107,7 +107,7 @@ class CellResult(_Part):
         (borderline), and an INFO cell as its value, the first estimate: ``INFO gini 0.512``."""
         if self.verdict == Verdict.INFO and self.estimates:
             first = self.estimates[0]
-            return f"INFO {first.metric} {first.value:.3g}"
+            return f"INFO {first.metric} {first.value:.3f}"
         return self.verdict.value + (" ≈" if self.borderline else "")
 
 

@@ -35,7 +35,7 @@ def test_pass_and_info_cells_pass_the_audit_with_exit_code_0(info_run):
     info = results["cells"][1]
     assert info["judgements"] == [] and info["estimates"][0]["metric"] == "gini"
     gini = info["estimates"][0]["value"]
-    assert re.search(rf"complexity\s+gradient\s+INFO gini {gini:.3g}\s+informational", stdout)
+    assert re.search(rf"complexity\s+gradient\s+INFO gini {gini:.3f}\s+informational", stdout)
     assert "overall: PASS" in stdout
 
 
@@ -67,7 +67,7 @@ def test_report_shows_info_as_its_value_in_a_neutral_colour(info_run):
     html = (out / "report.html").read_text()
     assert html == render_html(results)
     matrix = html[html.index('<table class="matrix">'):html.index("</table>", html.index('<table class="matrix">'))]
-    assert f'<td class="verdict verdict-INFO">INFO gini {gini:.3g}</td>' in matrix
+    assert f'<td class="verdict verdict-INFO">INFO gini {gini:.3f}</td>' in matrix
     assert "1 pass, 0 fail, 0 error, 0 skipped, 1 informational" in matrix
     css = html[html.index("<style>"):html.index("</style>")]
     colour = re.search(r"--info: (#[0-9a-f]{6})", css).group(1)
@@ -75,6 +75,7 @@ def test_report_shows_info_as_its_value_in_a_neutral_colour(info_run):
     assert ".verdict-INFO { background: var(--info); }" in css and colour not in others
     section = html[html.index('<section class="check" id="check-1">'):html.index('<section class="detail"')]
     assert f'<span class="v">{gini:.3f}</span>' in section  # the key metric: value and interval
+    assert "mean over the samples [bootstrap 95 % interval], no threshold set" in section
     assert '<table class="estimates">' in html and "INFO: informational" in html
 
     plain = copy.deepcopy(results)  # no INFO cell: no "informational" count, no INFO legend
@@ -89,6 +90,6 @@ def test_terminal_table_shows_the_first_estimate(info_run):
     cell = results["cells"][1]
     cell["estimates"].append({"metric": "other", "value": 9.0, "ci": [8.0, 10.0], "samples": 6})
     table = verdict_table(results)
-    assert f"INFO gini {cell['estimates'][0]['value']:.3g}" in table and "INFO other" not in table
+    assert f"INFO gini {cell['estimates'][0]['value']:.3f}" in table and "INFO other" not in table
     cell["estimates"] = []  # INFO without a value (a constant map): just the state
     assert re.search(r"complexity\s+gradient\s+INFO\s+", verdict_table(results))
