@@ -221,15 +221,7 @@ class AdversarialRobustness(Check):
         if kept:
             source, basis = "attack", kept
             context = f"under attack ({len(kept)} pairs, {p.steps} steps, epsilon {p.epsilon:.4g})"
-            metrics.update(prediction_kept=len(kept) / len(attacked),
-                           max_logit_change=float(np.max([r["max_logit_change"] for r in attacked])),
-                           linf=float(np.max([r["linf"] for r in attacked])),
-                           mse=float(np.mean([r["mse"] for r in attacked])))
-            moved = [(r["target_ssim_before"], r["target_ssim_after"]) for r in kept
-                     if r["target_ssim_before"] is not None and r["target_ssim_after"] is not None]
-            if moved:
-                metrics.update(target_ssim_before=float(np.mean([b for b, _ in moved])),
-                               target_ssim_after=float(np.mean([a for _, a in moved])))
+            metrics.update(attack_metrics(attacked, kept))
             if len(attacked) > len(kept):
                 notes.append(f"{len(attacked) - len(kept)} of {len(attacked)} pairs changed the "
                              "prediction, excluded")
@@ -298,6 +290,21 @@ class AdversarialRobustness(Check):
                           columns=["input", "original map", "map under noise", "noise (amplified)"],
                           rows=rows, alt="Input, its map, the map of the input plus uniform noise, "
                                          "and the noise scaled to the full range")]
+
+
+def attack_metrics(attacked: list[dict[str, Any]], kept: list[dict[str, Any]]) -> dict[str, float]:
+    """Share of pairs that kept their prediction, the largest logit change and perturbation, and
+    whether the map moved towards the target (SSIM to the target map before -> after)."""
+    metrics = {"prediction_kept": len(kept) / len(attacked),
+               "max_logit_change": float(np.max([r["max_logit_change"] for r in attacked])),
+               "linf": float(np.max([r["linf"] for r in attacked])),
+               "mse": float(np.mean([r["mse"] for r in attacked]))}
+    moved = [(r["target_ssim_before"], r["target_ssim_after"]) for r in kept
+             if r["target_ssim_before"] is not None and r["target_ssim_after"] is not None]
+    if moved:
+        metrics.update(target_ssim_before=float(np.mean([b for b, _ in moved])),
+                       target_ssim_after=float(np.mean([a for _, a in moved])))
+    return metrics
 
 
 def records_why(measured: list[dict[str, Any]]) -> str:

@@ -190,19 +190,23 @@ class IBDErrorFlagging(Check):
             notes.append(undefined)
         else:
             measured.append(Measured("ibd_auc", placements, "min_auc"))
-            auc = estimate("ibd_auc", placements)
-            metrics.update(ibd_auc_low=auc.ci[0], ibd_auc_high=auc.ci[1])
-            notes.append(f"ibd_auc {metrics['ibd_auc']:.3f} [{auc.ci[0]:.3f}, {auc.ci[1]:.3f}]"
-                         + ("" if t.min_auc is not None else " (reported, no min_auc)"))
-            notes.append(f"flags: precision {metrics['precision']:.2f}" if "precision" in metrics
-                         else "flags: precision undefined (nothing flagged)")
-            notes.append(f"recall {metrics['recall']:.2f} of {metrics['errors']} errors")
+            notes += self._auc_notes(placements, metrics)
         evidence.update(figures=self._figures(labelled, wrong, values, fraction, evidence.get("roc")),
                         tables=self._tables(informative, {**metrics, "flagged_fraction": float(flags.mean())},
                                             undefined))
         return Evaluation(measured, metrics, evidence, context="boundary dependence",
                           failure="too many predictions rest on the image border", notes=notes,
                           error=f"require_auc: {undefined}" if undefined and self.params.require_auc else "")
+
+    def _auc_notes(self, placements: np.ndarray, metrics: dict[str, float]) -> list[str]:
+        """The AUC with its interval (into `metrics` too), and the flags' precision and recall."""
+        auc = estimate("ibd_auc", placements)
+        metrics.update(ibd_auc_low=auc.ci[0], ibd_auc_high=auc.ci[1])
+        return [f"ibd_auc {metrics['ibd_auc']:.3f} [{auc.ci[0]:.3f}, {auc.ci[1]:.3f}]"
+                + ("" if self.thresholds.min_auc is not None else " (reported, no min_auc)"),
+                f"flags: precision {metrics['precision']:.2f}" if "precision" in metrics
+                else "flags: precision undefined (nothing flagged)",
+                f"recall {metrics['recall']:.2f} of {metrics['errors']} errors"]
 
     def _auc(self, labelled: list[dict[str, Any]], wrong: np.ndarray, metrics: dict[str, float],
              evidence: dict[str, Any]) -> tuple[str, np.ndarray | None]:

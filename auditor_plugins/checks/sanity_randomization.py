@@ -137,17 +137,8 @@ class SanityRandomization(Check):
     def evaluate(self, informative: list[dict[str, Any]], records: list[dict[str, Any]]) -> Evaluation:
         blocks = records[0]["blocks"]
         evidence: dict[str, Any] = self.constant_evidence(records)
-        # undefined on an informative sample = the randomized map is constant: similarity 0
-        values = {}
-        for mode in ("cascading", "independent"):
-            if informative[0][mode][METRICS[0]]:
-                values[mode] = {m: np.array([[0.0 if v is None else v for v in r[mode][m]]
-                                             for r in informative]) for m in METRICS}
-                evidence[mode] = {
-                    "mean": {m: v.mean(axis=0).tolist() for m, v in values[mode].items()},
-                    "std": {m: v.std(axis=0).tolist() for m, v in values[mode].items()},
-                    "collapsed": [sum(r[mode][METRICS[0]][k] is None for r in informative)
-                                  for k in range(len(blocks))]}
+        values = {mode: self._steps(informative, mode, evidence) for mode in ("cascading", "independent")
+                  if informative[0][mode][METRICS[0]]}
         curve = evidence["cascading"]["mean"]
         step = math.ceil(self.params.verdict_depth * len(blocks)) - 1
         collapsed = evidence["cascading"]["collapsed"][step]
@@ -165,6 +156,20 @@ class SanityRandomization(Check):
             context=f"after randomizing the top {step + 1} of {len(blocks)} {unit}",
             failure="still similar to the original map",
             notes=[f"{collapsed} randomized maps constant, counted as similarity 0"] if collapsed else [])
+
+    @staticmethod
+    def _steps(informative: list[dict[str, Any]], mode: str, evidence: dict[str, Any]
+               ) -> dict[str, np.ndarray]:
+        """``[samples, steps]`` similarities per metric of one mode (mean, std and the number of
+        constant randomized maps per step into `evidence`). Undefined on an informative sample =
+        the randomized map is constant: similarity 0."""
+        values = {m: np.array([[0.0 if v is None else v for v in r[mode][m]] for r in informative])
+                  for m in METRICS}
+        evidence[mode] = {"mean": {m: v.mean(axis=0).tolist() for m, v in values.items()},
+                          "std": {m: v.std(axis=0).tolist() for m, v in values.items()},
+                          "collapsed": [sum(r[mode][METRICS[0]][k] is None for r in informative)
+                                        for k in range(values[METRICS[0]].shape[1])]}
+        return values
 
     @classmethod
     def _report(cls, evidence: dict[str, Any], records: list[dict[str, Any]], blocks: list[str],

@@ -162,22 +162,9 @@ class VarsalUncertainty(Check):
                                      "median_uncertainty": float(np.median(clean))}
         shift_rows = []
         for name in p.corruptions:
-            pairs = np.array([(r["uncertainty"], r["corrupted"][name]) for r in informative
-                              if r["corrupted"][name] is not None]).reshape(-1, 2)
-            before, after = pairs.T
-            ratios = after / np.maximum(before, np.finfo(float).tiny)
-            collapsed = metrics[f"collapsed_{name}"] = len(informative) - len(pairs)
-            measured.append(Measured(f"shift_ratio_{name}", ratios, "min_shift_ratio", empty=(
-                "the map is constant on every corrupted input, no ratio")))
-            if not len(pairs):
-                shift_rows.append([name, None, None, None, None, collapsed])
-                continue
-            metrics.update({f"shift_ratio_{name}": float(ratios.mean()),
-                            f"mean_uncertainty_{name}": float(after.mean()),
-                            f"rose_{name}": float(np.mean(after > before))})
-            shift_rows.append([name, round(float(before.mean()), 4), round(float(after.mean()), 4),
-                               round(float(ratios.mean()), 3), round(float(np.mean(after > before)), 3),
-                               collapsed])
+            shift, row = self._shift(informative, name, metrics)
+            measured.append(shift)
+            shift_rows.append(row)
         notes = [f"flagged above u = {t.flag_above:g}", f"severity {p.severity}"]
         collapsed = {n: metrics[f"collapsed_{n}"] for n in p.corruptions if metrics[f"collapsed_{n}"]}
         if collapsed:
@@ -189,6 +176,26 @@ class VarsalUncertainty(Check):
                     "figures": self._figures(informative, p.corruptions)}
         return Evaluation(measured, metrics, evidence, context="posterior uncertainty", notes=notes,
                           failure="the uncertainty cannot be relied on")
+
+    @staticmethod
+    def _shift(informative: list[dict[str, Any]], name: str, metrics: dict[str, float]
+               ) -> tuple[Measured, list[Any]]:
+        """Per-sample u_corrupted / u_clean for one corruption (its metrics into `metrics`), and
+        its row of the shift table; samples whose corrupted map is constant have no ratio."""
+        pairs = np.array([(r["uncertainty"], r["corrupted"][name]) for r in informative
+                          if r["corrupted"][name] is not None]).reshape(-1, 2)
+        before, after = pairs.T
+        ratios = after / np.maximum(before, np.finfo(float).tiny)
+        collapsed = metrics[f"collapsed_{name}"] = len(informative) - len(pairs)
+        shift = Measured(f"shift_ratio_{name}", ratios, "min_shift_ratio",
+                         empty="the map is constant on every corrupted input, no ratio")
+        if not len(pairs):
+            return shift, [name, None, None, None, None, collapsed]
+        rose = float(np.mean(after > before))
+        metrics.update({f"shift_ratio_{name}": float(ratios.mean()),
+                        f"mean_uncertainty_{name}": float(after.mean()), f"rose_{name}": rose})
+        return shift, [name, round(float(before.mean()), 4), round(float(after.mean()), 4),
+                       round(float(ratios.mean()), 3), round(rose, 3), collapsed]
 
     def _tables(self, informative: list[dict[str, Any]], metrics: dict[str, float],
                 shift_rows: list[list[Any]]) -> list[Table]:
