@@ -91,10 +91,8 @@ class RayRunner:
                 done: dict[int, Any]) -> Iterator[dict[str, Any] | None]:
         """The entries of the batches not in `done`, in batch order; a worker's error is raised
         here as the exception the worker raised."""
-        from ray.util import ActorPool  # part of the optional extra, like `ray` itself
-
         pending = [i for i in range(len(offsets)) if i not in done]
-        pool = ActorPool(self.workers)
+        pool = self.ray.util.ActorPool(self.workers)
         try:
             yield from pool.map(lambda worker, i: worker.measure.remote(i, offsets[i], active),
                                 pending)

@@ -3,7 +3,7 @@
     load      open_audit: plugins' explainers and checks, the model (normalisation folded in),
               the data (auditor.audit)
     health    one forward pass: predictions, data fingerprint; non-finite inputs or outputs
-              stop the audit
+              stop the audit (its seconds are results.json's durations.predict)
     fit       trainable explainers get their fitted states (auditor.fit, auditor.state_store)
     measure   the cells planned (preflight, skips), the gallery, then per batch: explanations
               (cached) -> check.measure, each batch journaled; here or on Ray workers
