@@ -24,11 +24,12 @@ class Explainer:
 
     Capabilities (class attributes, read by the core and the checks):
 
-    * ``differentiable``: `explain` accepts ``create_graph=True`` and then returns maps that keep
+    * ``differentiable``: `explain` honours ``create_graph=True``: it then returns maps that keep
       their autograd graph with respect to `x`, so a loss on the maps can be differentiated by
-      the input (the explanation-manipulation attack needs it). The core calls
-      ``explain(model, x, target, create_graph=True)`` only on explainers that declare it, through
-      `Batch.explain_differentiable`; without it `explain` is called with three arguments.
+      the input (the explanation-manipulation attack needs it). The core passes
+      ``create_graph=True`` only to explainers that declare it, through
+      `Batch.explain_differentiable`; every other call passes three arguments, so an explainer
+      without the flag may leave the keyword out of its signature.
     * ``class_agnostic``: the map does not depend on `target` (SMOE Scale explains no class by
       design). Checks that compare maps of different classes skip such explainers with the
       reason instead of judging them (`Check.skip_reason`).
@@ -56,8 +57,14 @@ class Explainer:
         self.params = params if params is not None else self.Params()
         self._derived: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
 
-    def explain(self, model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Return attributions ``[B, H, W]`` at input resolution, on the input's device."""
+    def explain(self, model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, *,
+                create_graph: bool = False) -> torch.Tensor:
+        """Return attributions ``[B, H, W]`` at input resolution, on the input's device.
+
+        ``create_graph=True`` (``differentiable`` explainers only): the maps keep their autograd
+        graph with respect to `x` (which then requires grad), every gradient inside taken with
+        ``create_graph``. An explainer that does not declare ``differentiable`` refuses it
+        (`refuse_graph`)."""
         raise NotImplementedError
 
     def fit(self, model: torch.nn.Module, data: Any, progress: Callable[[int, int, float], None]
@@ -151,6 +158,15 @@ class ExplainerError(RuntimeError):
 
 class NotDifferentiableError(RuntimeError):
     """Differentiable maps were asked of an explainer that does not declare ``differentiable``."""
+
+
+def refuse_graph(explainer: Explainer, create_graph: bool) -> None:
+    """In the `explain` of an explainer without ``differentiable``: raise `NotDifferentiableError`
+    when ``create_graph=True`` is asked (its maps have no graph to keep)."""
+    if create_graph:
+        raise NotDifferentiableError(
+            f"{explainer.name} does not declare differentiable = True: its maps cannot keep their "
+            "graph with respect to the input (create_graph=True)")
 
 
 class ExplanationCache:

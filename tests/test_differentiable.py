@@ -8,6 +8,7 @@ declares it is tested without listing it here: `torch.autograd.gradcheck` on a s
 ``create_graph`` would pass a first-order-only graph unnoticed), the same maps as the default
 path, a nonzero input gradient, and the core's `Batch.explain_differentiable`.
 """
+import inspect
 import sys
 
 import pytest
@@ -106,8 +107,9 @@ def test_gradcheck_on_a_smooth_model(smooth, fixed_noise, name):
 
 @pytest.mark.parametrize("name", DIFFERENTIABLE)
 def test_create_graph_maps_equal_the_default_maps(name):
-    """The differentiable path is the same method: same numbers as the default (Captum) path on a
-    float32 ReLU/max-pool/batch-norm model, for the default parameters."""
+    """``create_graph`` keeps the graph and changes no number: the same maps with and without it
+    on a float32 ReLU/max-pool/batch-norm model, for the default parameters (Captum's methods are
+    one code path each, tested against Captum in test_explainers.py)."""
     torch.manual_seed(0)
     model = prepare(LoadedModel(build(), "", ""), (0.5,) * 3, (0.5,) * 3, torch.device("cpu"))
     x = torch.rand(3, 3, 16, 12).requires_grad_(True)
@@ -118,21 +120,24 @@ def test_create_graph_maps_equal_the_default_maps(name):
         assert with_graph.requires_grad
         assert with_graph.shape == default.shape == (3, 16, 12)
         error = (with_graph - default).abs().max().item()
-        assert error <= 1e-5 * default.abs().max().item(), error  # measured: 0, IG 4e-9 of 2e-2
+        assert error <= 1e-5 * default.abs().max().item(), error  # measured: 0
 
 
-def test_gradcam_activations_survive_an_in_place_relu_after_the_layer():
-    """VGG puts ``ReLU(inplace=True)`` right after its last conv: A must be the conv's output."""
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True),
-                        nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(inplace=True),
-                        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 3))
-    model = prepare(LoadedModel(net, "", ""), (0.5,) * 3, (0.5,) * 3, torch.device("cpu"))
-    x = torch.rand(2, 3, 8, 8).requires_grad_(True)
-    target = torch.tensor([0, 1])
-    gradcam = make("gradcam")
-    assert torch.allclose(gradcam.explain(model, x, target, create_graph=True),
-                          gradcam.explain(model, x, target), atol=1e-6, rtol=1e-5)
+@pytest.mark.parametrize("name", NOT_DIFFERENTIABLE)
+def test_explainers_without_the_capability_refuse_create_graph(smooth, name):
+    model, x, target = smooth
+    with pytest.raises(NotDifferentiableError, match="does not declare differentiable"):
+        make(name).explain(model, x.clone().requires_grad_(True), target, create_graph=True)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, p in REGISTRY.explainers.items()
+                                        if p.module.startswith("auditor_plugins.")))
+def test_built_in_explain_signatures_are_the_base_classs(name):
+    """``explain(model, x, target, *, create_graph=False)`` everywhere, as `Explainer.explain`."""
+    def shape(function):
+        return [(p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()]
+
+    assert shape(REGISTRY.explainers[name].cls.explain) == shape(Explainer.explain)
 
 
 @pytest.mark.parametrize("name", DIFFERENTIABLE)

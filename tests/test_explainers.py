@@ -1,13 +1,18 @@
-"""Baseline explainers: protocol, agreement with hand-written references, batching."""
+"""Baseline explainers: protocol, agreement with hand-written references and with Captum (the
+reference implementation of the gradient baselines), batching."""
 import sys
 
+import numpy as np
 import pytest
 import torch
+from captum.attr import (GuidedBackprop, InputXGradient, IntegratedGradients, LayerAttribution,
+                         LayerGradCam, Saliency)
 from torch import nn
 
 from auditor.explain import ExplanationCache, validated
 from auditor.model import LoadedModel, prepare
 from auditor.plugins import load_registry
+from auditor_plugins.explainers.captum import gauss_legendre
 
 from conftest import FIXTURES, GuidedReLU
 
@@ -165,3 +170,67 @@ def test_smoothgrad_is_the_mean_gradient_at_its_noisy_copies(setup):
         assert torch.allclose(maps[i], grads.mean(0).abs().amax(0), atol=1e-6)
     other_seed = make("smoothgrad", samples=5, noise_level=0.2, seed=4).explain(model, x, target)
     assert not torch.allclose(maps, other_seed)
+
+
+# -- Captum as the reference: the same maps as Captum's attributions, configured as ours ----------
+
+def in_place_model():
+    """VGG-like: ``ReLU(inplace=True)`` right after each conv (Grad-CAM's A must be the conv's
+    output, and guided backprop must guide in-place ReLUs)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+                        nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(inplace=True),
+                        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(24, 3))
+    return prepare(LoadedModel(net, "", ""), (0.5,) * 3, (0.5,) * 3, torch.device("cpu"))
+
+
+def last_conv(model):
+    return [m for m in model.modules() if isinstance(m, nn.Conv2d)][-1]
+
+
+CAPTUM = {  # name, our params -> Captum's attribution reduced as ours reduces it
+    "gradient": ({}, lambda m, x, t: Saliency(m).attribute(x, target=t, abs=False).abs().amax(1)),
+    "input_x_gradient": ({}, lambda m, x, t: InputXGradient(m).attribute(x, target=t).sum(1)),
+    "guided_backprop": ({}, lambda m, x, t: GuidedBackprop(m).attribute(x, target=t).sum(1)),
+    "integrated_gradients": ({}, lambda m, x, t: IntegratedGradients(m).attribute(
+        x, baselines=0.0, target=t, n_steps=32, internal_batch_size=2 * len(x)).sum(1)),
+    "integrated_gradients (7 steps, 3 per pass, grey baseline)": (
+        {"steps": 7, "steps_per_pass": 3, "baseline": 0.5},
+        lambda m, x, t: IntegratedGradients(m).attribute(
+            x, baselines=0.5, target=t, n_steps=7, internal_batch_size=3 * len(x)).sum(1)),
+    "gradcam": ({}, lambda m, x, t: LayerAttribution.interpolate(
+        LayerGradCam(m, last_conv(m)).attribute(x, target=t, relu_attributions=True),
+        tuple(x.shape[2:]), "bilinear")[:, 0]),
+}
+
+
+@pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU activations:UserWarning")
+@pytest.mark.parametrize("create_graph", [False, True])
+@pytest.mark.parametrize("network", ["tiny", "in_place"])
+@pytest.mark.parametrize("method", list(CAPTUM))
+def test_maps_equal_captums_attributions(setup, method, network, create_graph):
+    """One code path per method, with or without the graph: Captum's numbers (measured: equal to
+    the last bit on both models, float32)."""
+    model, x, target = setup if network == "tiny" else (in_place_model(), *setup[1:])
+    params, reference = CAPTUM[method]
+    expected = reference(model, x.clone().requires_grad_(True), target).detach()
+    x_in = x.clone().requires_grad_(True)
+    maps = make(method.split()[0], **params).explain(model, x_in, target, create_graph=create_graph)
+    assert maps.requires_grad == create_graph
+    assert maps.shape == expected.shape == (3, 16, 12) and expected.abs().max() > 0
+    assert (maps.detach() - expected).abs().max() <= 1e-6 * expected.abs().max()
+
+
+@pytest.mark.parametrize("steps", [2, 3, 7, 32, 100])
+def test_gauss_legendre_steps_equal_captums_and_integrate_polynomials_exactly(steps):
+    from captum.attr._utils.approximation_methods import approximation_parameters  # the reference
+
+    weights, alphas = gauss_legendre(steps)
+    step_sizes, captum_alphas = (build(steps) for build in approximation_parameters("gausslegendre"))
+    assert weights == step_sizes and alphas == captum_alphas
+    assert all(0 < a < 1 for a in alphas) and abs(sum(weights) - 1) < 1e-12
+    a, w = np.array(alphas), np.array(weights)
+    for degree in range(2 * steps):  # exact up to degree 2n - 1: integral_0^1 a^d da = 1 / (d + 1)
+        assert abs((w * a ** degree).sum() - 1 / (degree + 1)) < 1e-12, degree
+    if steps <= 7:  # and not beyond (the error at degree 2n: 5.6e-3, 3.6e-4, 5.7e-9 for 2, 3, 7)
+        assert abs((w * a ** (2 * steps)).sum() - 1 / (2 * steps + 1)) > 1e-9

@@ -1,30 +1,33 @@
-"""Baseline explainers from Captum: gradient, input x gradient, guided backprop, integrated
-gradients and Grad-CAM (SmoothGrad, with per-image noise, is in `smoothgrad`).
+"""The gradient baselines Captum implements: gradient, input x gradient, guided backprop,
+integrated gradients and Grad-CAM (SmoothGrad, with per-image noise, is in `smoothgrad`).
 
 Each returns ``[B,H,W]`` at input resolution. Channels are reduced by ``channel_reduction``:
 ``max_abs`` (max over colour channels of |a|, Simonyan et al. 2014) for gradient and SmoothGrad,
 ``sum`` (signed sum over channels) for the others; Grad-CAM has one channel, upsampled bilinearly.
 
-All five are ``differentiable``: with ``create_graph=True`` they are computed here with
-``torch.autograd.grad(..., create_graph=True)`` (the same formulas, steps and upsampling as
-Captum's), so the maps keep their graph with respect to `x`; the default path (``create_graph=False``) is Captum's. Second derivatives through ReLU
-(and max-pooling) are zero almost everywhere: an attack that differentiates these maps by the
-input swaps ReLU for softplus first (Dombrowski et al. 2019). Guided backprop's differentiable
-path records its ReLU rule in the backward graph (`guided_relu`).
+One code path per method, written with ``torch.autograd.grad`` so that all five are
+``differentiable``: with ``create_graph=True`` the maps keep their graph with respect to `x`
+(the explanation-manipulation attack differentiates them by the input). Captum is the reference
+they are tested against (tests/test_explainers.py: the same maps as Captum's `Saliency`,
+`InputXGradient`, `GuidedBackprop`, `IntegratedGradients` and `LayerGradCam` as configured
+here, the same quadrature, steps and upsampling). Second derivatives through ReLU (and
+max-pooling) are zero almost everywhere: an attack that differentiates these maps by the input
+swaps ReLU for softplus first (Dombrowski et al. 2019). Guided backprop records its ReLU rule in
+the backward graph (`guided_relu`).
 """
 from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import torch
-from captum.attr import (GuidedBackprop, InputXGradient, IntegratedGradients, LayerAttribution,
-                         LayerGradCam, Saliency)
-from captum.attr._utils.approximation_methods import approximation_parameters
+import torch.nn.functional as F
 from pydantic import Field
 
 import auditor
 from auditor import Explainer, Params, reduce_channels
 from auditor.layers import find_layer
+from auditor.taps import capture
 
 from ..lib.chunking import copies_per_pass
 from ..lib.guided_relu import guided_relus
@@ -42,12 +45,17 @@ class MaxAbsParams(Params):
 
 def class_score_gradient(model: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor, *,
                          create_graph: bool = False) -> torch.Tensor:
-    """``d y_{target[b]}(inputs[b]) / d inputs[b]`` for every row `b` (`inputs` must require grad).
+    """``d y_{target[b]}(inputs[b]) / d inputs[b]`` for every row `b`.
 
-    With `create_graph` the gradient keeps its graph, so a loss on it can be differentiated again.
+    With `create_graph` the gradient keeps its graph, so a loss on it can be differentiated again
+    (`inputs` must then require grad); without, it is a plain tensor and `inputs` need not
+    require grad (a detached copy is differentiated, as Captum's gradients are).
     """
-    score = model(inputs).gather(1, target[:, None]).sum()
-    return torch.autograd.grad(score, inputs, create_graph=create_graph)[0]
+    if not create_graph:
+        inputs = inputs.detach().requires_grad_(True)
+    with torch.enable_grad():
+        score = model(inputs).gather(1, target[:, None]).sum()
+        return torch.autograd.grad(score, inputs, create_graph=create_graph)[0]
 
 
 class Gradient(Explainer):
@@ -59,10 +67,7 @@ class Gradient(Explainer):
     Params = MaxAbsParams
 
     def explain(self, model, x, target, *, create_graph=False):
-        if create_graph:
-            grad = class_score_gradient(model, x, target, create_graph=True)
-        else:
-            grad = Saliency(model).attribute(x, target=target, abs=False)
+        grad = class_score_gradient(model, x, target, create_graph=create_graph)
         return reduce_channels(grad, self.params.channel_reduction)
 
 
@@ -75,10 +80,8 @@ class InputXGradientExplainer(Explainer):
     Params = SumParams
 
     def explain(self, model, x, target, *, create_graph=False):
-        if create_graph:
-            attr = x * class_score_gradient(model, x, target, create_graph=True)
-        else:
-            attr = InputXGradient(model).attribute(x, target=target)
+        x = x if create_graph else x.detach()
+        attr = x * class_score_gradient(model, x, target, create_graph=create_graph)
         return reduce_channels(attr, self.params.channel_reduction)
 
 
@@ -87,10 +90,10 @@ class GuidedBackpropExplainer(Explainer):
     ReLU's backward is ``g_in = relu(g_out) * relu'(z)`` (only positive gradients at positive
     inputs).
 
-    With ``create_graph=True`` the same rule is a recorded clamp of the gradient at each ReLU's
-    output (`guided_relus`), so the map keeps its graph; on a `SoftplusModel` the slope is
-    sigmoid(beta z) and the map's input derivative is nonzero (Dombrowski et al. 2019, §4). Both
-    paths guide the ``nn.ReLU`` modules only, as Captum does."""
+    The rule is a recorded clamp of the gradient at each ReLU's output (`guided_relus`), so with
+    ``create_graph=True`` the map keeps its graph; on a `SoftplusModel` the slope is
+    sigmoid(beta z) and the map's input derivative is nonzero (Dombrowski et al. 2019, §4). Only
+    the ``nn.ReLU`` modules are guided, as in Captum's `GuidedBackprop`."""
 
     name = "guided_backprop"
     paper = "Springenberg et al. 2015"
@@ -103,23 +106,22 @@ class GuidedBackpropExplainer(Explainer):
                              "(Springenberg et al. 2015); the model has none (GELU/SiLU/Hardswish "
                              "networks, functional relu calls), so the map would be the plain "
                              "gradient: use the gradient explainer")
-        if create_graph:
-            with guided_relus(model):
-                grad = class_score_gradient(model, x, target, create_graph=True)
-        else:
-            grad = GuidedBackprop(model).attribute(x, target=target)
+        with guided_relus(model):
+            grad = class_score_gradient(model, x, target, create_graph=create_graph)
         return reduce_channels(grad, self.params.channel_reduction)
 
 
 class IGParams(SumParams):
-    steps: int = Field(32, ge=2, le=1024, description="Riemann/Gauss-Legendre steps")
+    steps: int = Field(32, ge=2, le=1024, description=(
+        "Gauss-Legendre quadrature steps (Captum's default rule)"))
     baseline: float = Field(0.0, ge=0.0, le=1.0, description="constant baseline image (0 = black)")
     steps_per_pass: int | None = Field(None, ge=1, description=(
         "interpolation steps evaluated per forward+backward pass (default: 2 on CPU, 8 on GPU)"))
 
 
 class IntegratedGradientsExplainer(Explainer):
-    """(x - x') * integral_0^1 d y_c(x' + a (x - x')) / d x da (Sundararajan et al. 2017)."""
+    """(x - x') * integral_0^1 d y_c(x' + a (x - x')) / d x da (Sundararajan et al. 2017), the
+    integral by Gauss-Legendre quadrature (`gauss_legendre`)."""
 
     name = "integrated_gradients"
     paper = "Sundararajan, Taly & Yan 2017"
@@ -129,30 +131,37 @@ class IntegratedGradientsExplainer(Explainer):
     def explain(self, model, x, target, *, create_graph=False):
         p = self.params
         per_pass = copies_per_pass(p.steps_per_pass, x.device)
-        if create_graph:
-            attr = integrated_gradients(model, x, target, p.baseline, p.steps, per_pass)
-        else:
-            attr = IntegratedGradients(model).attribute(
-                x, baselines=p.baseline, target=target, n_steps=p.steps,
-                internal_batch_size=len(x) * per_pass)
+        attr = integrated_gradients(model, x if create_graph else x.detach(), target, p.baseline,
+                                    p.steps, per_pass, create_graph=create_graph)
         return reduce_channels(attr, p.channel_reduction)
 
 
+def gauss_legendre(steps: int) -> tuple[list[float], list[float]]:
+    """``(weights, nodes)`` of the `steps`-point Gauss-Legendre rule on [0, 1]:
+    ``sum_i w_i f(a_i)`` equals ``integral_0^1 f(a) da`` for every polynomial f of degree below
+    ``2 steps``. numpy's nodes t_i and weights v_i on [-1, 1], mapped by ``a = (1 + t) / 2``,
+    ``w = v / 2``; the rule Captum's integrated gradients uses by default ("gausslegendre")."""
+    t, v = np.polynomial.legendre.leggauss(steps)
+    return (0.5 * v).tolist(), (0.5 * (1 + t)).tolist()
+
+
 def integrated_gradients(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor,
-                         baseline: float, steps: int, per_pass: int) -> torch.Tensor:
-    """IG ``[B,C,H,W]`` that keeps its graph with respect to `x`: Captum's default quadrature
-    (Gauss-Legendre nodes `alphas`, weights `step_sizes`), `per_pass` steps per forward+backward
-    pass as Captum's ``internal_batch_size``."""
-    step_sizes, alphas = (build(steps) for build in approximation_parameters("gausslegendre"))
+                         baseline: float, steps: int, per_pass: int, *,
+                         create_graph: bool = False) -> torch.Tensor:
+    """IG ``[B,C,H,W]`` by the Gauss-Legendre rule, `per_pass` steps per forward+backward pass
+    (Captum's ``internal_batch_size`` of ``B * per_pass``), each pass's weighted gradients times
+    ``x - x'`` summed over the passes in Captum's order. With `create_graph` it keeps its graph
+    with respect to `x`."""
+    weights, alphas = gauss_legendre(steps)
     total = torch.zeros_like(x)
     for start in range(0, steps, per_pass):
         alpha = torch.tensor(alphas[start:start + per_pass], dtype=x.dtype, device=x.device)
-        weight = torch.tensor(step_sizes[start:start + per_pass], dtype=x.dtype, device=x.device)
+        weight = torch.tensor(weights[start:start + per_pass], dtype=x.dtype, device=x.device)
         k = len(alpha)
         scaled = (baseline + alpha.view(k, 1, 1, 1, 1) * (x - baseline)).flatten(0, 1)  # step-major
-        grad = class_score_gradient(model, scaled, target.repeat(k), create_graph=True)
-        total = total + (weight.view(k, 1, 1, 1, 1) * grad.view(k, *x.shape)).sum(0)
-    return total * (x - baseline)
+        grad = class_score_gradient(model, scaled, target.repeat(k), create_graph=create_graph)
+        total = total + (weight.view(k, 1, 1, 1, 1) * grad.view(k, *x.shape)).sum(0) * (x - baseline)
+    return total
 
 
 class GradCamParams(Params):
@@ -161,7 +170,10 @@ class GradCamParams(Params):
 
 class GradCam(Explainer):
     """ReLU(sum_k a_k^c A^k), a_k^c = mean_ij d y_c / d A^k_ij (Selvaraju et al. 2017), upsampled
-    bilinearly to the input size."""
+    bilinearly to the input size.
+
+    A are the activations of the layer's last call (`auditor.taps.capture` with ``grad``: the
+    network goes on with a copy, so an in-place op after the layer, VGG's ReLU, keeps A)."""
 
     name = "gradcam"
     paper = "Selvaraju et al. 2017"
@@ -169,44 +181,31 @@ class GradCam(Explainer):
     Params = GradCamParams
 
     def explain(self, model, x, target, *, create_graph=False):
-        if create_graph:
-            cam = grad_cam(model, self.layer(model), x, target)
-        else:
-            cam = LayerGradCam(model, self.layer(model)).attribute(x, target=target,
-                                                                   relu_attributions=True)
-        return LayerAttribution.interpolate(cam, tuple(x.shape[2:]), "bilinear")[:, 0]
+        x = x if create_graph else x.detach()
+        tap = (self.layer_path(model), -1)
+        logits, seen = capture(model, x, [tap], grad=True)
+        if not isinstance(seen.get(tap), torch.Tensor):
+            raise ValueError(f"gradcam: layer {tap[0]!r} gave no tensor in the forward pass")
+        acts = seen[tap]
+        score = logits.gather(1, target[:, None]).sum()
+        grads = torch.autograd.grad(score, acts, create_graph=create_graph)[0]
+        alpha = grads.mean(dim=tuple(range(2, grads.dim())), keepdim=True) if grads.dim() > 2 else grads
+        cam = torch.relu((alpha * acts).sum(dim=1, keepdim=True))
+        maps = F.interpolate(cam, tuple(x.shape[2:]), mode="bilinear")[:, 0]
+        return maps if create_graph else maps.detach()
+
+    def layer_path(self, model: torch.nn.Module) -> str:
+        """The module path of the layer: ``params.layer`` (the user's name), else the last Conv2d."""
+        if self.params.layer is not None:
+            return find_layer(model, self.params.layer)[0]
+        convs = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+        if not convs:
+            raise ValueError("the model has no Conv2d layer; set params.layer")
+        return convs[-1]
 
     def layer(self, model: torch.nn.Module) -> torch.nn.Module:
-        modules = dict(model.named_modules())
-        name = self.params.layer
-        if name is None:
-            convs = [m for m in modules.values() if isinstance(m, torch.nn.Conv2d)]
-            if not convs:
-                raise ValueError("the model has no Conv2d layer; set params.layer")
-            return convs[-1]
-        return find_layer(model, name)[1]
-
-
-def grad_cam(model: torch.nn.Module, layer: torch.nn.Module, x: torch.Tensor,
-             target: torch.Tensor) -> torch.Tensor:
-    """Grad-CAM ``[B,1,h,w]`` at `layer`'s resolution that keeps its graph with respect to `x`:
-    a forward hook captures the activations A (of the layer's last call, as Captum's), and
-    ``alpha_k = mean_ij d y_c / d A^k_ij`` is taken with ``create_graph``."""
-    captured = []
-
-    def capture(module, args, output):
-        captured.append(output)
-        return output.clone()  # as Captum: an in-place op after the layer (VGG's ReLU) keeps A
-
-    handle = layer.register_forward_hook(capture)
-    try:
-        score = model(x).gather(1, target[:, None]).sum()
-    finally:
-        handle.remove()
-    acts = captured[-1]
-    grads = torch.autograd.grad(score, acts, create_graph=True)[0]
-    alpha = grads.mean(dim=tuple(range(2, grads.dim())), keepdim=True)
-    return torch.relu((alpha * acts).sum(dim=1, keepdim=True))
+        """The layer's module (`layer_path`)."""
+        return model.get_submodule(self.layer_path(model))
 
 
 @auditor.hookimpl

@@ -16,7 +16,6 @@ Weights work best"; §3.2 recommends [1,2,3,4,5] or the prior). See `PRESETS`.
 """
 from __future__ import annotations
 
-import weakref
 from typing import Annotated, Literal
 
 import torch
@@ -25,7 +24,9 @@ from pydantic import Field, TypeAdapter, ValidationError, model_validator
 
 import auditor
 from auditor import Explainer, Params
+from auditor.explain import refuse_graph
 from auditor.layers import find_layer, user_name
+from auditor.taps import ByResolution, Call, Size, Tap, Value, Walk, capture, walk
 from matplotlib.colors import hsv_to_rgb
 
 PAPER_WEIGHTS = (0.18, 0.15, 0.37, 0.40, 0.72)  # §3.2 "prior weights" of ResNet-50's five scales
@@ -143,9 +144,6 @@ def lovi(maps: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(rgb).to(maps).permute(0, 3, 1, 2).clamp(0, 1)
 
 
-Tap = tuple[str, int]  # a module name and which of its calls (0-based; -1: the last)
-
-
 def scale_activations(model: torch.nn.Module, x: torch.Tensor, layers: list[str] | None = None,
                       remembered: dict | None = None) -> dict[str, torch.Tensor]:
     """One forward pass without gradients; the activations of the chosen layers by module name,
@@ -160,10 +158,10 @@ def scale_activations(model: torch.nn.Module, x: torch.Tensor, layers: list[str]
     """
     if layers is not None:
         taps = [(find_layer(model, n)[0], -1) for n in layers]
-        return {user_name(model, t[0]): a for t, a in _tap(model, x, taps).items()}
+        return {user_name(model, t[0]): a for t, a in _tapped(model, x, taps).items()}
     known = {} if remembered is None else remembered
     size = tuple(x.shape[-2:])
-    acts = _tap(model, x, known[size]) if size in known else detect_scales(model, x)
+    acts = _tapped(model, x, known[size]) if size in known else detect_scales(model, x)
     known[size] = list(acts)
     names = [name for name, _ in acts]
     return {user_name(model, name) + ("" if names.count(name) == 1 else f"#{call}"): a
@@ -171,7 +169,7 @@ def scale_activations(model: torch.nn.Module, x: torch.Tensor, layers: list[str]
 
 
 def detect_scales(model: torch.nn.Module, x: torch.Tensor) -> dict[Tap, torch.Tensor]:
-    """One forward pass with hooks on every module; the tensor at the end of each scale (§2.2).
+    """One forward pass (`auditor.taps.walk`); the tensor at the end of each scale (§2.2).
 
     Streaming, one tensor kept per spatial size: whenever a 4-D output is spatially smaller than
     the 4-D output before it, the downsampling module is the outermost running module whose input
@@ -181,46 +179,38 @@ def detect_scales(model: torch.nn.Module, x: torch.Tensor) -> dict[Tap, torch.Te
     224 px: ``relu, layer1, .., layer4`` (the last closed by the global pooling); VGG16: the ReLUs
     before its five max-pools (its 7x7 tensor is not downsampled: the classifier flattens it).
     """
-    producers: dict[int, tuple[Tap, weakref.ref]] = {}  # id(tensor) -> last module call returning it
-    calls: dict[str, int] = {}
-    running: list[object] = []  # the first input of each module now running, outermost first
-    previous: list[tuple[int, int]] = []  # spatial size of the last 4-D output
-    found: dict[tuple[int, int], tuple[Tap, torch.Tensor]] = {}
+    hw = tuple(x.shape[-2:])
+    ends: ByResolution[tuple[int, Tap, torch.Tensor]] = ByResolution(later_downsampling)
+    previous: list[Size] = []  # spatial size of the last 4-D output
 
-    def produced_by(t: object) -> Tap | None:
-        entry = producers.get(id(t))
-        return entry[0] if entry is not None and entry[1]() is t else None
+    def visit(call: Call, state: Walk) -> None:
+        if not call.name or not is_map_of(call.output, hw):
+            return  # the model's own call, or not a [B,C,H,W] map: e.g. Swin's channels-last [B,H,W,C]
+        size = call.output.shape[-2:]
+        if previous and size[0] * size[1] < previous[0][0] * previous[0][1]:
+            for entry in [*state.running, call]:  # outermost first, then this one
+                source = state.producer(entry.input)
+                if entry.name and source is not None and is_map_of(entry.input, hw) \
+                        and entry.input.shape[-2:] == previous[0]:
+                    ends.offer(previous[0], (len(state.calls), source.tap, state.tensor(entry.input)))
+                    break
+        previous[:] = [size]
 
-    def enter(module, args):
-        running.append(args[0] if args else None)
-
-    def leave(name):
-        def hook(module, args, output):
-            running.pop()
-            call = calls[name] = calls.get(name, -1) + 1
-            if not (isinstance(output, torch.Tensor) and output.dim() == 4 and
-                    is_image_of(tuple(output.shape[-2:]), tuple(x.shape[-2:]))):
-                return  # not a [B,C,H,W] map: e.g. Swin's and ConvNeXt's channels-last [B,H,W,C]
-            size = tuple(output.shape[-2:])
-            if previous and size[0] * size[1] < previous[0][0] * previous[0][1]:
-                for t in [*running, args[0] if args else None]:  # outermost first, then this one
-                    tap = produced_by(t)
-                    if tap is not None and tuple(t.shape[-2:]) == previous[0]:
-                        found.pop(previous[0], None)  # re-inserted: dict order = network order
-                        found[previous[0]] = (tap, t)
-                        break
-            previous[:] = [size]
-            producers[id(output)] = ((name, call), weakref.ref(output))
-        return hook
-
-    handles = []
-    for name, module in model.named_modules():
-        if name:
-            handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave(name))]
-    _forward(model, x, handles)
-    if not found:
+    walk(model, x, visit)
+    if not ends.winners:
         raise ValueError("found no spatial downsampling in the model's 4-D activations; set params.layers")
-    return dict(found.values())
+    return {tap: tensor for _, tap, tensor in sorted(ends.winners.values(), key=lambda end: end[0])}
+
+
+def later_downsampling(new: tuple, best: tuple) -> bool:
+    """SMOE Scale's rule (§2.2, "just prior to the downsampling"): of the tensors downsampled from
+    one size, the last one taken ends the scale (`auditor.taps.ByResolution`)."""
+    return True
+
+
+def is_map_of(value: Value | None, input_hw: tuple[int, int]) -> bool:
+    """Whether `value` is a 4-D ``[B,C,h,w]`` activation of an input of spatial size `input_hw`."""
+    return value is not None and len(value.shape) == 4 and is_image_of(value.shape[-2:], input_hw)
 
 
 def is_image_of(hw: tuple[int, int], input_hw: tuple[int, int]) -> bool:
@@ -231,21 +221,10 @@ def is_image_of(hw: tuple[int, int], input_hw: tuple[int, int]) -> bool:
     return h <= height and w <= width and abs(h * width - w * height) <= max(height, width)
 
 
-def _tap(model: torch.nn.Module, x: torch.Tensor, taps: list[Tap]) -> dict[Tap, torch.Tensor]:
-    """One forward pass without gradients; the output of each (module, call)."""
-    modules = dict(model.named_modules())
-    seen: dict[Tap, object] = {}
-
-    def record(name, wanted):
-        count = [0]
-
-        def hook(module, args, output):
-            if wanted in (-1, count[0]):
-                seen[(name, wanted)] = output
-            count[0] += 1
-        return hook
-
-    _forward(model, x, [modules[n].register_forward_hook(record(n, c)) for n, c in dict.fromkeys(taps)])
+def _tapped(model: torch.nn.Module, x: torch.Tensor, taps: list[Tap]) -> dict[Tap, torch.Tensor]:
+    """One forward pass without gradients (`auditor.taps.capture`); the output of each (module,
+    call), which must be a 4-D map of the input."""
+    seen = capture(model, x, taps).activations
     for tap in taps:
         out = seen.get(tap)
         if not (isinstance(out, torch.Tensor) and out.dim() == 4
@@ -254,15 +233,6 @@ def _tap(model: torch.nn.Module, x: torch.Tensor, taps: list[Tap]) -> dict[Tap, 
                 (f" of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else "")
             raise ValueError(f"layer {tap[0]!r} gave {got}, expected a 4-D [B,C,H,W] activation")
     return {tap: seen[tap] for tap in taps}
-
-
-def _forward(model: torch.nn.Module, x: torch.Tensor, handles: list) -> None:
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 Weight = Annotated[float, Field(ge=0)]
@@ -354,7 +324,8 @@ class SmoeScale(Explainer):
         return {name: smoe_scale(a, self.params.epsilon, inplace=_owned(a, x, acts.values()))
                 for name, a in acts.items()}
 
-    def explain(self, model, x, target):
+    def explain(self, model, x, target, *, create_graph=False):
+        refuse_graph(self, create_graph)
         maps = list(self.scale_maps(model, x).values())
         if self.params.normalize == "cdf":
             maps = [cdf_normalize(m, self.params.std) for m in maps]

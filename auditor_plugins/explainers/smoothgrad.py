@@ -67,8 +67,6 @@ class SmoothGrad(Explainer):
             noise = torch.stack([torch.randn((k, *x.shape[1:]), generator=g, device=x.device,
                                              dtype=x.dtype) for g in generators], dim=1)
             noisy = (base.unsqueeze(0) + p.noise_level * noise).flatten(0, 1)
-            if not create_graph:
-                noisy.requires_grad_(True)
             grad = class_score_gradient(model, noisy, target.repeat(k), create_graph=create_graph)
             total = total + grad.view(k, *x.shape).sum(0)
             done += k

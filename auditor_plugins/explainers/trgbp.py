@@ -59,6 +59,7 @@ from torch import nn
 
 import auditor
 from auditor import Explainer, Params
+from auditor.explain import refuse_graph
 from auditor.layers import LayerNotFoundError, find_layer, user_name
 
 from ..lib.batchnorm import batchnorm_affine
@@ -118,7 +119,8 @@ class TRGBP(Explainer):
     paper = "TR-GBP: Towards predictable feature attribution: revisiting and improving GBP, §4.1"
     Params = TRGBPParams
 
-    def explain(self, model, x, target):
+    def explain(self, model, x, target, *, create_graph=False):
+        refuse_graph(self, create_graph)
         if not any(isinstance(m, nn.ReLU) for m in model.modules()):
             raise ValueError("trgbp needs nn.ReLU modules for the guided rule (TR-GBP Eq. 4); the "
                              "model has none (functional relu calls cannot be hooked)")

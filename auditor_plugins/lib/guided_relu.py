@@ -18,7 +18,7 @@ get the second derivative wrong: measured, gradcheck fails from two ReLUs on.)
 On a ReLU network ``[z > 0]`` is piecewise constant, so the map's input derivative is zero almost
 everywhere; on a `SoftplusModel` (every ReLU computed as softplus_beta) it is not. Only
 ``nn.ReLU`` modules are guided (functional ``relu`` calls keep the plain rule), as in Captum's
-`GuidedBackprop`, whose maps the explainers' default path returns.
+`GuidedBackprop`, whose maps the guided_backprop explainer equals (tests/test_explainers.py).
 """
 from __future__ import annotations
 

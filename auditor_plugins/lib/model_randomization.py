@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from auditor.layers import find_layer, user_name
+from auditor.taps import walk
 
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
@@ -39,21 +40,13 @@ def _count(module: nn.Module) -> int:
 
 
 def call_order(model: nn.Module, x: torch.Tensor) -> list[str]:
-    """Module names in the order of their first call on input `x` (definition order if hooks fail)."""
-    order: list[str] = []
-    handles = []
+    """Module names in the order of their first call on input `x` (`auditor.taps.walk`;
+    definition order if hooks fail)."""
     try:
-        for name, module in model.named_modules():
-            handles.append(module.register_forward_pre_hook(
-                lambda _m, _a, name=name: order.append(name) if name not in order else None))
-        with torch.no_grad():
-            model(x)
+        calls = walk(model, x)
     except Exception:  # e.g. TorchScript modules take no hooks
         return [name for name, _ in model.named_modules()]
-    finally:
-        for handle in handles:
-            handle.remove()
-    return order
+    return list(dict.fromkeys(call.name for call in sorted(calls, key=lambda call: call.started)))
 
 
 def find_blocks(model: nn.Module, x: torch.Tensor, granularity: str = "block",

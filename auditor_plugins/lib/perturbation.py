@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.functional import gaussian_blur
 
+from auditor.taps import walk
+
 Canvas = Literal["blur", "mean", "zero"]
 
 
@@ -87,22 +89,12 @@ class PixelPath:
 
 
 def bytes_per_row(model: torch.nn.Module, row: torch.Tensor) -> int:
-    """Memory of one input row through `model` under no_grad: the input plus every module output
-    (an upper bound of the peak, measured with forward hooks on one row)."""
-    total = [row.numel() * row.element_size()]
-
-    def hook(module, args, output):
-        if isinstance(output, torch.Tensor):
-            total[0] += output.numel() * output.element_size()
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
-    try:
-        with torch.no_grad():
-            model(row)
-    finally:
-        for h in handles:
-            h.remove()
-    return total[0]
+    """Memory of one input row through `model` under no_grad: the input plus every output of a
+    module without children (an upper bound of the peak, measured by `auditor.taps.walk` on one
+    row)."""
+    leaves = {name for name, m in model.named_modules() if not list(m.children())}
+    outputs = [call.output for call in walk(model, row) if call.name in leaves]
+    return row.numel() * row.element_size() + sum(out.nbytes for out in outputs if out is not None)
 
 
 @dataclass

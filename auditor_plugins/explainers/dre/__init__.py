@@ -23,11 +23,13 @@ from pydantic import Field
 
 import auditor
 from auditor import Explainer, Params
+from auditor.explain import refuse_graph
 from auditor.fit import NotFittedError
+from auditor.taps import Tap
 
 from .controller import ETA, POWER
 from .generator import MaskGenerator, cell_widths
-from .layers import Tap, capture, describe, detect_feature_layers, named_layers
+from .layers import describe, detect_feature_layers, feature_maps, named_layers
 from .training import Schedule, masks, train
 from .tuning import self_tuned
 
@@ -105,8 +107,7 @@ class DRE(Explainer):
         stream = data.stream(p.embedding_steps + p.steps)
         first = next(stream)
         taps = self.feature_layers(model, first)
-        with torch.no_grad():
-            _, features = capture(model, first[:1], taps)
+        _, features = feature_maps(model, first[:1], taps)
         channels = [f.shape[1] for f in features]
         widths = cell_widths(channels[:-1], p.width)
         schedule = Schedule(p.embedding_steps, p.steps, p.lr, p.halve_every, p.blur_sigma,
@@ -132,14 +133,15 @@ class DRE(Explainer):
         generator.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
         self.generator = generator.eval()
 
-    def explain(self, model, x, target):
+    def explain(self, model, x, target, *, create_graph=False):
+        refuse_graph(self, create_graph)
         if self.generator is None:
             raise NotFittedError("dre needs fitting: run `auditor fit` (or `fit: auto`) first")
         p = self.params
         taps = self.feature_layers(model, x)
         generator = self.generator.to(x.device)
         with torch.no_grad():
-            _, features = capture(model, x, taps)
+            _, features = feature_maps(model, x, taps)
             got = [f.shape[1] for f in features]
             if got != generator.channels:
                 raise ValueError(f"dre was fitted on feature maps with {generator.channels} "

@@ -3,11 +3,12 @@
 §4.1 divides the network's layers "into a few groups based on the resolutions of their outputs"
 and takes the last feature maps F^l plus one map per bottleneck cell at the higher resolutions
 (ResNet-50: layer1-3 and layer4; VGG19 and GoogLeNet likewise). Detection, on one probe forward
-pass with a hook on every module: every 4-D output is grouped by its spatial size (sizes below
-2x2, e.g. global pooling, are not feature maps); in each group the module highest in the module
-tree (fewest dots in its path) wins, the last one to finish among equals. So a whole stage
-(``layer1``, ``features``, ``inception3b``) is preferred to the blocks or ReLUs inside it, and a
-flat ``Sequential`` gives the last module before its downsampling. torchvision ResNets:
+pass that walks every module (`auditor.taps.walk`): every 4-D output is grouped by its spatial
+size (`auditor.taps.ByResolution`; sizes below 2x2, e.g. global pooling, are not feature maps);
+in each group the module highest in the module tree (fewest dots in its path) wins, the last one
+to finish among equals (`highest_in_tree`). So a whole stage (``layer1``, ``features``,
+``inception3b``) is preferred to the blocks or ReLUs inside it, and a flat ``Sequential`` gives
+the last module before its downsampling. torchvision ResNets:
 ``relu, layer1, .., layer4``; VGG: the ReLU before each max-pool (the last group is the
 ``avgpool`` output, equal to the last max-pool's at 224 px); GoogLeNet: ``conv3, inception3b,
 inception4e, inception5b``; the quickstart CNN: ``features.2, .6, .10, .14`` and ``features``.
@@ -19,38 +20,28 @@ from __future__ import annotations
 import torch
 
 from auditor.layers import find_layer, user_name
-
-Tap = tuple[str, int]  # module path and which of its calls (0-based)
+from auditor.taps import ByResolution, Call, Tap, capture, walk
 
 
 def detect_feature_layers(model: torch.nn.Module, x: torch.Tensor, count: int) -> list[Tap]:
     """The last module of each resolution group (see the module docstring): up to `count` taps,
-    largest resolution first, the last one the model's smallest (F^l)."""
-    outputs: list[tuple[tuple[int, int], int, int, Tap]] = []  # (size, depth, finish order, tap)
-    calls: dict[str, int] = {}
-
-    def hook(name):
-        def record(module, args, output):
-            call = calls[name] = calls.get(name, -1) + 1
-            if isinstance(output, torch.Tensor) and output.dim() == 4 and min(output.shape[-2:]) >= 2:
-                outputs.append((tuple(output.shape[-2:]), name.count("."), len(outputs), (name, call)))
-        return record
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n]
-    try:
-        with torch.no_grad():
-            model(x[:1])
-    finally:
-        for h in handles:
-            h.remove()
-    best: dict[tuple[int, int], tuple[int, int, Tap]] = {}
-    for size, depth, order, tap in outputs:
-        if size not in best or (-depth, order) > (-best[size][0], best[size][1]):
-            best[size] = (depth, order, tap)
-    if not best:
+    largest resolution first, the last one the model's smallest (F^l). One probe pass
+    (`auditor.taps.walk`) on the first image."""
+    groups: ByResolution[Call] = ByResolution(highest_in_tree)
+    for call in walk(model, x[:1]):  # in the order the calls finish
+        out = call.output
+        if call.name and out is not None and len(out.shape) == 4 and min(out.shape[-2:]) >= 2:
+            groups.offer(out.shape[-2:], call)
+    if not groups.winners:
         raise ValueError("found no 4-D feature maps in the model's modules; set params.layers")
-    sizes = sorted(best, key=lambda s: s[0] * s[1], reverse=True)[-count:]
-    return [best[s][2] for s in sizes]
+    sizes = sorted(groups.winners, key=lambda s: s[0] * s[1], reverse=True)[-count:]
+    return [groups.winners[s].tap for s in sizes]
+
+
+def highest_in_tree(new: Call, best: Call) -> bool:
+    """DRE's rule within a resolution group (§4.1, read as in the module docstring): the module
+    with the fewest dots in its path wins, the last to finish among equals."""
+    return new.name.count(".") <= best.name.count(".")
 
 
 def named_layers(model: torch.nn.Module, names: list[str]) -> list[Tap]:
@@ -62,27 +53,11 @@ def describe(model: torch.nn.Module, taps: list[Tap]) -> list[str]:
     return [user_name(model, name) for name, _ in taps]
 
 
-def capture(model: torch.nn.Module, x: torch.Tensor, taps: list[Tap]
-            ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """One forward pass (in the caller's grad mode): ``(logits, [F^1..F^l])`` at the taps."""
-    modules = dict(model.named_modules())
-    seen: dict[Tap, torch.Tensor] = {}
-
-    def hook(name, wanted):
-        count = [0]
-
-        def record(module, args, output):
-            if wanted in (-1, count[0]):
-                seen[(name, wanted)] = output
-            count[0] += 1
-        return record
-
-    handles = [modules[n].register_forward_hook(hook(n, c)) for n, c in dict.fromkeys(taps)]
-    try:
-        logits = model(x)
-    finally:
-        for h in handles:
-            h.remove()
+def feature_maps(model: torch.nn.Module, x: torch.Tensor, taps: list[Tap]
+                 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """One forward pass without gradients (`auditor.taps.capture`): ``(logits, [F^1..F^l])`` at
+    the taps."""
+    logits, seen = capture(model, x, taps)
     maps = []
     for tap in taps:
         out = seen.get(tap)

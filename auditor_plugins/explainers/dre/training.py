@@ -25,9 +25,11 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.functional import gaussian_blur
 
+from auditor.taps import Tap
+
 from .controller import control, upsample
 from .generator import MaskGenerator
-from .layers import Tap, capture
+from .layers import feature_maps
 
 
 def perturb(x: torch.Tensor, mask: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
@@ -104,8 +106,7 @@ def train(model: torch.nn.Module, generator: MaskGenerator, taps: list[Tap], str
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=period, gamma=0.5)
     generator.train()
     for step, x in enumerate(stream):
-        with torch.no_grad():
-            logits, features = capture(model, x, taps)
+        logits, features = feature_maps(model, x, taps)  # no gradients: the model is only evaluated
         target = logits.argmax(dim=1)
         if step < s.embedding_steps:  # stage 1: Eq. 4
             loss = embedding_loss(generator, features[-1], target)

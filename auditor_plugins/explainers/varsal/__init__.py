@@ -29,6 +29,7 @@ from pydantic import Field, field_validator
 
 import auditor
 from auditor import Explainer, Params
+from auditor.explain import refuse_graph
 from auditor.fit import NotFittedError
 
 from .encoder import Encoder
@@ -186,7 +187,8 @@ class VarSal(Explainer):
             mu, log_var = encoder(x.detach().float())
         return mu, (0.5 * log_var).exp()
 
-    def explain(self, model, x, target):
+    def explain(self, model, x, target, *, create_graph=False):
+        refuse_graph(self, create_graph)
         return self.posterior(x)[0]
 
     def uncertainty(self, model, x, target):
