@@ -84,8 +84,9 @@ class ConstantMap(Explainer):
     A map that ranks no pixel above another explains nothing, so a check must never read it as
     evidence: its similarities and correlations are undefined (not "stable", not "changed"), it
     orders pixels only by the tie-break (as a random map), it puts the area share of its energy
-    in any region. Run your check on it and assert that it says so (the built-in checks mark such
-    samples uninformative, and those with thresholds FAIL a map that is constant on every sample)::
+    in any region. Run your check on it and assert that it says so (`sanity_randomization`,
+    `class_sensitivity`, `adversarial_robustness`, `faithfulness` and `localisation` mark such
+    samples uninformative and FAIL a map that is constant on every sample)::
 
         cell, = run_check(MyCheck, [ConstantMap])
         assert cell["verdict"] == "FAIL"

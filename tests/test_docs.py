@@ -1,8 +1,11 @@
-"""The plugin author's documents run as written: docs/plugins.md and the README's example."""
+"""The plugin author's documents run as written (docs/plugins.md and the README's example) and
+name the hooks `auditor/hookspecs.py` declares, with their parameters."""
+import inspect
 import re
 
 import pytest
 
+from auditor import hookspecs
 from auditor.testing import run_check
 
 from conftest import ROOT
@@ -37,3 +40,28 @@ def test_readme_plugin_example_runs():
     assert "peak" in check.Thresholds.model_fields and "width" not in check.Thresholds.model_fields
     cell, = run_check(check, [explainer])
     assert cell["verdict"] == "PASS" and cell["metrics"]["peak"] > 0
+
+
+def documented_hooks() -> dict[str, tuple[list[str], str]]:
+    """docs/plugins.md's hook table: hook name -> (parameter names, the "called" cell)."""
+    text = (ROOT / "docs" / "plugins.md").read_text()
+    section = text.split("## Hooks", 1)[1].split("\n## ", 1)[0]
+    hooks = {}
+    for signature, called in re.findall(r"^\| `(.+?)` \| (.+?) \|", section, flags=re.M):
+        name, params = re.fullmatch(r"(\w+)\((.*?)\)( -> .*)?", signature.replace("\\|", "|")).group(1, 2)
+        hooks[name] = (re.findall(r"(\w+)\s*:", params), called)
+    return hooks
+
+
+def test_plugin_hooks_are_documented():
+    """Every hookspec is in the table with its parameters in order, every documented hook exists,
+    and "first non-None wins" is said exactly of the firstresult hooks (as datasette's
+    test_plugin_hooks_are_documented)."""
+    specs = {name: f for name, f in vars(hookspecs).items() if hasattr(f, "auditor_spec")}
+    documented = documented_hooks()
+    assert sorted(documented) == sorted(specs), "docs/plugins.md's hook table vs auditor/hookspecs.py"
+    for name, f in specs.items():
+        params, called = documented[name]
+        assert params == list(inspect.signature(f).parameters), name
+        assert ("first non-None wins" in called) == bool(f.auditor_spec.get("firstresult")), name
+
