@@ -34,7 +34,7 @@ def test_the_attack_moves_the_gradient_map_far_more_than_noise_of_the_same_size(
     assert m["attack_ssim"] < m["noise_ssim"] - 0.15, m
     assert m["attack_pcc"] < m["noise_pcc"] - 0.1, m
     assert m["linf"] <= 8 / 255 + 1e-6
-    assert cell["verdict"] == "FAIL" and cell["reason"].startswith("under attack (")
+    assert cell["verdict"] == "FAIL" and cell["reason"].startswith("under attack, ")
     json.dumps(cell["records"], allow_nan=False)
     attacked = [r for r in cell["records"] if r["measured"]]
     assert len(attacked) == 4 and all(r["attacked"] for r in attacked)

@@ -220,7 +220,7 @@ class AdversarialRobustness(Check):
         notes = []
         if kept:
             source, basis = "attack", kept
-            context = f"under attack ({len(kept)} pairs, {p.steps} steps, epsilon {p.epsilon:.4g})"
+            context = f"under attack, {len(kept)} pairs x {p.steps} steps at epsilon {p.epsilon:.4g}"
             metrics.update(attack_metrics(attacked, kept))
             if len(attacked) > len(kept):
                 notes.append(f"{len(attacked) - len(kept)} of {len(attacked)} pairs changed the "
@@ -230,7 +230,7 @@ class AdversarialRobustness(Check):
             source, basis = "noise", informative
             why = (records_why(measured) if not any(r["attacked"] for r in measured)
                    else f"every one of the {len(attacked)} attacked pairs changed the prediction")
-            context = f"noise stability only: {why} ({len(informative)} samples, epsilon {p.epsilon:.4g})"
+            context = f"noise stability only: {why}; epsilon {p.epsilon:.4g}"
         evidence = {"measured": len(measured), "attacked": len(attacked),
                     "prediction_changed": len(attacked) - len(kept),
                     **self._evidence(records, measured, source)}
