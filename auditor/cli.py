@@ -126,8 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("spec", help="audit spec (YAML)")
     run.add_argument("--output", type=Path, help="output directory (default: from the spec)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
-    run.add_argument("--strict", action="store_true", help="borderline cells (a verdict metric's "
-                     "95%% interval straddles its threshold) fail the audit")
+    run.add_argument("--strict", action="store_true", help="borderline cells (more samples could "
+                     "change the verdict: the deciding metric's 95%% interval straddles its "
+                     "threshold) fail the audit")
     run.add_argument("--engine", choices=["local", "ray"], help="where batches are measured "
                      "(default: the spec's execution.engine); ray needs the ray extra")
     run.add_argument("--resume", action="store_true", help="continue a killed run from the "

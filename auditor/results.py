@@ -190,7 +190,8 @@ def verdict_table(results: Results | dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = ["  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in rows]
     if any(c.borderline for c in document.cells):
-        lines.append("≈ borderline: a verdict metric's 95% interval straddles its threshold"
+        lines.append("≈ borderline: more samples could change the verdict (the deciding metric's 95% "
+                     "interval straddles its threshold)"
                      + (" (--strict: counted as FAIL)" if document.strict else
                         "; the verdict stands by the mean (--strict fails it)"))
     lines.append(f"overall: {document.verdict}")
