@@ -85,8 +85,9 @@ class ConstantMap(Explainer):
     evidence: its similarities and correlations are undefined (not "stable", not "changed"), it
     orders pixels only by the tie-break (as a random map), it puts the area share of its energy
     in any region. Run your check on it and assert that it says so (`sanity_randomization`,
-    `class_sensitivity`, `adversarial_robustness`, `faithfulness` and `localisation` mark such
-    samples uninformative and FAIL a map that is constant on every sample)::
+    `class_sensitivity`, `adversarial_robustness`, `faithfulness`, `localisation` and
+    `ibd_error_flagging` mark such samples uninformative and FAIL a map that is constant on every
+    sample)::
 
         cell, = run_check(MyCheck, [ConstantMap])
         assert cell["verdict"] == "FAIL"

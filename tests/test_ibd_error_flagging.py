@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 
 from auditor import Explainer
 from auditor.check import AuditContext, CheckSpecError
-from auditor.testing import run_check, tiny_samples
+from auditor.testing import ConstantMap, run_check, tiny_samples
 from auditor_plugins.checks.ibd_error_flagging import (IBDErrorFlagging, band_mask, band_width,
                                                         ibd)
 
@@ -110,7 +110,7 @@ def test_uniform_maps_are_not_flagged_and_empty_maps_are_uninformative():
     conclusion = IBDErrorFlagging().conclude(
         records([fraction, None, fraction, 0.9], [True, False, True, False], fraction), "e")
     assert conclusion.metrics["flagged"] == 1 and conclusion.metrics["uninformative"] == 1
-    assert "1 of 4 uninformative (no positive attribution), excluded" in conclusion.reason
+    assert "1 of 4 uninformative (no positive attribution, or a flat one), excluded" in conclusion.reason
     nothing = IBDErrorFlagging().conclude(records([None] * 3, [True] * 3), "e")
     assert nothing.verdict == "FAIL" and "no positive attribution on any of the 3 samples" in nothing.reason
 
@@ -154,22 +154,22 @@ def test_bad_band_and_missing_labels_are_spec_errors_with_exit_status_2(tiny_dir
 
 
 class BorderOnOddSamples(Explainer):
-    """Uniform maps, but all attribution on the band for odd samples of the audit."""
+    """All attribution inside the band for odd samples of the audit, none for even ones."""
 
     name = "border_on_odd"
 
     def explain(self, model, x, target):
-        maps = torch.ones(x.shape[0], *x.shape[2:])
-        maps[1::2, 1:-1, 1:-1] = 0.0  # tiny_samples: 16 px -> 1-px band; batches of 4 keep parity
+        maps = torch.zeros(x.shape[0], *x.shape[2:])
+        maps[0::2, 1:-1, 1:-1] = 1.0  # tiny_samples: 16 px -> 1-px band; batches of 4 keep parity
+        maps[1::2] = 1.0
+        maps[1::2, 1:-1, 1:-1] = 0.0
         return maps
 
 
 def test_through_the_engine_records_stay_small_and_the_gallery_is_sorted(tmp_path):
     cell, = run_check(IBDErrorFlagging, [BorderOnOddSamples], samples=6,
                       params={"evidence_samples": 4}, output_dir=tmp_path)
-    band = band_mask(16, 16, 16)
-    fraction = int(band.sum()) / 256
-    assert [r["ibd"] for r in cell["records"]] == [fraction, 1.0] * 3
+    assert [r["ibd"] for r in cell["records"]] == [0.0, 1.0] * 3
     assert [r["flagged"] for r in cell["records"]] == [False, True] * 3
     assert cell["verdict"] == "FAIL" and cell["metrics"]["flagged_fraction"] == 0.5
     assert "data:image" not in json.dumps(cell["records"])
@@ -178,3 +178,13 @@ def test_through_the_engine_records_stay_small_and_the_gallery_is_sorted(tmp_pat
                                                                         cell["records"][3]["sample"]]
     assert all(len(row["images"]) == 2 for row in grid["rows"]) and len(grid["rows"]) == 4
     assert "ibd_error_flagging" in (tmp_path / "report.html").read_text()
+
+
+@pytest.mark.parametrize("value", [1.0, 0.0])
+def test_a_constant_map_is_never_passed_it_says_nothing_about_the_border(value):
+    """A map of ones scores the baseline exactly (nothing flagged), a map of zeros has no IBD:
+    both are uninformative on every sample, so the check FAILs them whatever its thresholds."""
+    cell, = run_check(IBDErrorFlagging, [ConstantMap], samples=6,
+                      explainer_params={"constant_map": {"value": value}})
+    assert cell["verdict"] == "FAIL" and cell["metrics"]["uninformative"] == 6
+    assert "nothing to flag" in cell["reason"]

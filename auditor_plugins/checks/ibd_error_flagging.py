@@ -22,8 +22,10 @@ placement values (the share of right predictions with a lower IBD, ties half; th
 AUC, Mann-Whitney). Without labels, or without errors (or without right predictions), the AUC is
 undefined: the reason says so and its metrics are absent (``require_auc`` makes that an error).
 
-A map with no positive attribution has no IBD: the sample is ``uninformative``, counted and left
-out of every statistic; if every sample is, the verdict is FAIL (nothing can be flagged).
+A map with no positive attribution has no IBD, and a map whose positive attribution is flat (a
+constant map) scores the baseline exactly whatever the model does: either sample is
+``uninformative``, counted and left out of every statistic; if every sample is, the verdict is
+FAIL (nothing can be flagged).
 
 Pictures: the first ``evidence_samples`` samples of the audit (the exemplars), shown most-flagged
 first with the band outlined; the table of the most-flagged samples covers the whole audit.
@@ -43,6 +45,8 @@ import auditor
 from auditor import (AuditContext, Batch, Check, CheckSpecError, Evaluation, ImageGrid, ImageRow,
                      LineFigure, Measured, Params, Table, estimate, threshold)
 from auditor.figures import data_uri, picture
+
+from ..lib.similarity import is_constant
 
 REFERENCE_SIDE = 224  # the paper's image side: band widths are given at this size
 ROC_GRID = [round(0.05 * k, 2) for k in range(21)]  # false-positive rates the ROC is drawn at
@@ -155,20 +159,22 @@ class IBDErrorFlagging(Check):
         flag_above = self.thresholds.flag_ratio * fraction
         prediction = batch.prediction.tolist()
         label = batch.label.tolist() if batch.label is not None else [None] * len(batch)
-        records = [{"ibd": None if math.isnan(v) else v, "band_fraction": fraction,
-                    "flagged": bool(v > flag_above), "prediction": p, "label": y,
-                    "correct": None if y is None else p == y}
-                   for v, p, y in zip(values, prediction, label)]
+        flat = is_constant(maps.clamp_min(0))  # uniform positive attribution: IBD = baseline
+        records = [{"ibd": None if math.isnan(v) else v, "informative": not bool(f),
+                    "band_fraction": fraction, "flagged": bool(v > flag_above), "prediction": p,
+                    "label": y, "correct": None if y is None else p == y}
+                   for v, f, p, y in zip(values, flat, prediction, label)]
         records[0]["band_px"] = [band_width(height, self.params.band), band_width(width, self.params.band)]
         for i in batch.exemplars(self.params.evidence_samples):
             records[i]["exemplar"] = [picture(batch.x[i]), band_overlay(batch.x[i], maps[i], self.params.band)]
         return records
 
-    uninformative_means = "no positive attribution"
-    all_uninformative = "no positive attribution on any of the {n} samples: nothing to flag"
+    uninformative_means = "no positive attribution, or a flat one"
+    all_uninformative = ("no positive attribution on any of the {n} samples, or only a flat one "
+                         "(a constant map): nothing to flag")
 
     def informative(self, record: dict[str, Any]) -> bool:
-        return record["ibd"] is not None
+        return record["ibd"] is not None and record.get("informative", True)
 
     def constant_evidence(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         return {"band_fraction": float(np.mean([r["band_fraction"] for r in records])),
