@@ -241,7 +241,9 @@ def measure_batch(batch: Batch, index: int, cells: list[Cell], todo: list[int],
             except (TypeError, ValueError) as exc:
                 raise CheckOutputError(f"{who}: records must be JSON-able ({exc})") from None
             outcome: dict[str, Any] = {"records": records}
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit, GeneratorExit ...: this cell's ERROR
             reason, trace = failure(cell.check.name, exc, "measure")
             outcome = {"error": reason, "traceback": trace}
         outcome["seconds"] = time.perf_counter() - started
@@ -272,12 +274,16 @@ def keep_entry(entry: dict[str, Any], cells: list[Cell]) -> None:
 
 
 def conclude(cell: Cell) -> None:
+    """The cell's conclusion from its records; whatever the check raises (Ctrl-C aside) is
+    the cell's ERROR, so the other cells and the report stay complete."""
     if not cell.active:
         return
     started = time.perf_counter()
     try:
         result = cell.check.conclude(cell.with_exemplars(), cell.explainer)
         cell.conclusion = validated_conclusion(result, f"check {cell.check.name!r}")
-    except Exception as exc:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # SystemExit, GeneratorExit ... of the check: this cell's ERROR
         cell.fail_with(exc, "conclude")
     cell.seconds += time.perf_counter() - started

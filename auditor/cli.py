@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # an unexpected failure still gets one line, not a traceback
+    except BaseException as exc:  # an unexpected failure (a plugin's SystemExit too): one line
         print(f"error: the audit could not run: {type(exc).__name__}: {one_line(str(exc), 400)}",
               file=sys.stderr)
         return 2

@@ -198,7 +198,9 @@ class ExplanationCache:
                 method = getattr(self.explainers[label], kind)
                 maps = validated(method(model, x_in, target), x,
                                  f"explainer {label!r}" + ("" if kind == "explain" else f" ({kind})"))
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit, GeneratorExit ...: the cell's ERROR
             raise ExplainerError(label, exc) from exc
         self._computed(label, started, x)
         if variant is not None:
@@ -221,7 +223,9 @@ class ExplanationCache:
             with torch.enable_grad():
                 maps = explainer.explain(model, x, target, create_graph=True)
                 validated(maps, x, f"explainer {label!r}")
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit, GeneratorExit ...: the cell's ERROR
             raise ExplainerError(label, exc) from exc
         self._computed(label, started, x)
         return maps

@@ -118,9 +118,9 @@ def _factory(text: str, base_dir: Path) -> Any:
             spec.loader.exec_module(module)
         else:
             module = importlib.import_module(target)
-    except SpecError:
+    except (SpecError, KeyboardInterrupt):
         raise
-    except (Exception, SystemExit) as exc:  # the module's own code failed, or it is not there
+    except BaseException as exc:  # the module's own code failed (SystemExit too), or it is not there
         raise SpecError("model.factory", f"cannot import {target[:100]}: {type(exc).__name__}: "
                         f"{one_line(str(exc), 200)}", text) from None
     if not hasattr(module, attr):
@@ -238,7 +238,9 @@ def auditor_load_model(spec: Any, base_dir: Path) -> LoadedModel:
         _bind_kwargs(factory, spec.factory_kwargs, spec.factory)
         try:
             net = factory(**spec.factory_kwargs)
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # sys.exit() in the factory too: one line naming model.factory
             raise SpecError("model.factory", f"the factory raised {type(exc).__name__}: {exc}",
                             spec.factory) from None
         if not isinstance(net, nn.Module):
