@@ -3,18 +3,26 @@
 Weights load with ``torch.load(weights_only=True)``; a file that needs full pickle (which can run
 arbitrary code) is refused unless the spec says ``model.allow_pickle: true``.
 
+A spec is as trusted as code: its factory runs. Only a file (beside the spec, or any path the
+spec names) or a module of an installed package is a factory; the standard library and builtins
+are refused, so ``model.factory: os:system`` with ``factory_kwargs: {command: ...}`` cannot run a
+shell command (issue 20 §4).
+
 `check_source` finds, without building the model, what the built-in loader would refuse (an
-unknown architecture, a factory that does not import, factory_kwargs that do not fit its
-signature); ``auditor validate`` runs it.
+unknown architecture, a factory that is refused or does not import, factory_kwargs that do not
+fit its signature); ``auditor validate`` runs it.
 """
 from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.metadata
 import importlib.util
 import inspect
 import pickle
+import site
 import sys
+import sysconfig
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,27 +104,73 @@ def _classes_in(state: dict[str, torch.Tensor]) -> int | None:
     return int(matrices[-1].shape[0]) if matrices else None
 
 
+_ALLOWED = ("a factory is a file ('path/file.py:callable', relative to the spec's folder) or a "
+            "module of an installed package that is not the standard library")
+
+
+def _stdlib_file(path: Path) -> bool:
+    """Whether `path` is a file of the standard library (under its folders, not in site-packages)."""
+    def under(folders: set[str]) -> bool:
+        return any(path.is_relative_to(Path(f).resolve()) for f in folders if f)
+
+    stdlib = {sysconfig.get_path("stdlib"), sysconfig.get_path("platstdlib")}
+    packages = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib"),
+                *site.getsitepackages(), site.getusersitepackages()}
+    return under(stdlib) and not under(packages)
+
+
+def _refuse_module(target: str, text: str) -> None:
+    """A `SpecError` at ``model.factory`` unless module `target` belongs to an installed
+    distribution outside the standard library: a spec is code (issue 20 §4), but it must not
+    turn a standard-library callable into a command (``os:system`` with ``factory_kwargs``)."""
+    top = target.partition(".")[0]
+    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
+        raise SpecError("model.factory", f"{top} is the standard library, refused ({_ALLOWED})", text)
+    if importlib.util.find_spec(top) is None:
+        return  # not importable at all: the import says so
+    if top not in importlib.metadata.packages_distributions():
+        raise SpecError("model.factory", f"{top} is not a module of an installed package "
+                        f"({_ALLOWED})", text)
+
+
+def _import_file(path: Path, text: str) -> Any:
+    """The module of factory file `path`, its folder first on ``sys.path`` while it is imported
+    so it can import its neighbours."""
+    try:
+        exists, is_file = path.exists(), path.is_file()
+    except (OSError, ValueError) as exc:
+        raise SpecError("model.factory", "cannot access the file: "
+                        f"{getattr(exc, 'strerror', None) or exc}", text) from None
+    if not exists:
+        raise SpecError("model.factory", f"file not found: {str(path)[:200]}", text)
+    if not is_file:
+        raise SpecError("model.factory", f"not a regular file: {str(path)[:200]}", text)
+    if _stdlib_file(path.resolve()):
+        raise SpecError("model.factory", f"{str(path)[:200]} is the standard library, refused "
+                        f"({_ALLOWED})", text)
+    name = f"auditor_user_model_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(folder)  # the first occurrence: the one inserted here
+    return module
+
+
 def _factory(text: str, base_dir: Path) -> Any:
-    """The callable named by ``model.factory`` (imported, not called)."""
+    """The callable named by ``model.factory`` (imported, not called): from a file, or from a
+    module of an installed package outside the standard library (`_refuse_module`)."""
     target, _, attr = text.rpartition(":")
     try:
         if target.endswith(".py"):
-            path = Path(target) if Path(target).is_absolute() else base_dir / target
-            try:
-                exists, is_file = path.exists(), path.is_file()
-            except (OSError, ValueError) as exc:
-                raise SpecError("model.factory", "cannot access the file: "
-                                f"{getattr(exc, 'strerror', None) or exc}", text) from None
-            if not exists:
-                raise SpecError("model.factory", f"file not found: {str(path)[:200]}", text)
-            if not is_file:
-                raise SpecError("model.factory", f"not a regular file: {str(path)[:200]}", text)
-            name = f"auditor_user_model_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
-            spec = importlib.util.spec_from_file_location(name, path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            spec.loader.exec_module(module)
+            module = _import_file(Path(target) if Path(target).is_absolute() else base_dir / target,
+                                  text)
         else:
+            _refuse_module(target, text)
             module = importlib.import_module(target)
     except (SpecError, KeyboardInterrupt):
         raise

@@ -154,7 +154,8 @@ class ModelSection(Strict):
 
     architecture: str | None = Field(None, description="torchvision model name, e.g. resnet18")
     factory: str | None = Field(None, description=(
-        "'package.module:callable' or 'file.py:callable'; `auditor validate` imports it (without "
+        "'package.module:callable' (an installed package, not the standard library) or "
+        "'file.py:callable' (relative to the spec's folder); `auditor validate` imports it (without "
         "calling it) and checks that factory_kwargs fit its signature"))
     factory_kwargs: dict[str, Any] = Field(default_factory=dict, description=(
         "keyword arguments of the factory (or of the torchvision builder)"))

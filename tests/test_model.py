@@ -1,15 +1,19 @@
-"""Model loading: three forms, weights_only by default, fingerprints."""
+"""Model loading: three forms, weights_only by default, fingerprints; which factories are refused."""
 import hashlib
+import os
+import sys
 
 import pytest
 import torch
 import torchvision
 
+from auditor.cli import main
 from auditor.errors import SpecError
 from auditor.model import Normalized, auditor_load_model, check_source, file_sha256, prepare
 from auditor.spec import ModelSection
 
-from conftest import FIXTURES
+from conftest import FIXTURES, tiny_spec_dict, write_spec
+from quickstart import QUICKSTART
 
 
 def section(tmp_path, **values) -> ModelSection:
@@ -132,3 +136,61 @@ def test_check_source_imports_without_building(tmp_path):
         check_source(section(tmp_path, factory="needs.py:build"), tmp_path)
     check_source(section(tmp_path, architecture="resnet18", factory_kwargs={"zero_init_residual": True}),
                  tmp_path)
+
+
+@pytest.mark.parametrize("factory, refused", [
+    ("os:system", "os is the standard library"),
+    ("subprocess:run", "subprocess is the standard library"),
+    ("builtins:eval", "builtins is the standard library"),
+    ("os.path:join", "os is the standard library"),
+    ("tiny_model:build", "tiny_model is not a module of an installed package"),  # on sys.path only
+])
+def test_factory_from_the_standard_library_or_no_package_is_refused(tmp_path, factory, refused):
+    """Issue 20 §4: ``os:system`` with ``factory_kwargs: {command: ...}`` ran a shell command;
+    a factory is a file or a module of an installed package, never the standard library."""
+    marker = tmp_path / "ran"
+    for load in (check_source, auditor_load_model):
+        with pytest.raises(SpecError, match=rf"^model.factory: {refused}.*\(got '{factory}'\)$"):
+            load(section(tmp_path, factory=factory, factory_kwargs={"command": f"touch {marker}"}),
+                 tmp_path)
+    assert not marker.exists()
+
+
+def test_a_standard_library_file_is_refused_as_a_factory_file(tmp_path):
+    with pytest.raises(SpecError, match=r"^model.factory: .*os\.py is the standard library"):
+        check_source(section(tmp_path, factory=f"{os.__file__}:system"), tmp_path)
+
+
+def test_allowed_factories_still_load(tmp_path):
+    check_source(section(tmp_path, factory=f"{QUICKSTART / 'model.py'}:build_model"), tmp_path)
+    with pytest.warns(UserWarning, match="randomly initialised"):  # an installed package's module
+        loaded = auditor_load_model(section(tmp_path, factory="auditor.testing:tiny_model"), tmp_path)
+    assert loaded.module.fc.out_features == 3
+
+
+def test_a_factory_file_imports_its_neighbours(tmp_path):
+    """Issue 20 §3: the factory file's folder is on sys.path while it is imported."""
+    folder = tmp_path / "nets"
+    folder.mkdir()
+    (folder / "blocks_for_factory_test.py").write_text(
+        "import torch\ndef head(n):\n    return torch.nn.Linear(n, 2)\n")
+    (folder / "model.py").write_text(
+        "from blocks_for_factory_test import head\ndef build():\n    return head(4)\n")
+    before = list(sys.path)
+    with pytest.warns(UserWarning, match="randomly initialised"):
+        loaded = auditor_load_model(section(tmp_path, factory="nets/model.py:build"), tmp_path)
+    assert loaded.module.in_features == 4
+    assert sys.path == before  # the folder was there only while importing
+
+
+def test_validate_and_run_refuse_os_system_in_one_line(tiny_dir, tmp_path, capsys):
+    marker = tmp_path / "ran"
+    spec = tiny_spec_dict(tiny_dir, output={"directory": str(tmp_path / "out")})
+    spec["model"] = {"factory": "os:system", "factory_kwargs": {"command": f"touch {marker}"}}
+    spec["data"]["path"] = str(tiny_dir / "manifest.csv")
+    path = write_spec(tmp_path, spec)
+    for command in ("validate", "run"):
+        assert main([command, str(path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and err.startswith("error: model.factory: os is the standard library")
+    assert not marker.exists()
