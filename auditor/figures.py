@@ -52,6 +52,44 @@ def picture(image: torch.Tensor, size: int = 96) -> str:
     return data_uri(_fit(Image.fromarray(array), size))
 
 
+MAX_SERIES = 20     # curves drawn in one figure; the others are named in the figure's note
+MAX_POINTS = 2_000  # points drawn per curve; a longer curve is thinned to evenly spaced points
+MAX_TICKS = 30      # x tick labels written; more are thinned to every k-th
+_NAMED = 30         # series names a note lists before "and N more"
+
+
+def drawable(figure: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """`figure` (a LineFigure dict) as it is drawn, and a note saying what was left out ("" when
+    it is drawn whole): at most `MAX_SERIES` curves, the others named; at most `MAX_POINTS`
+    evenly spaced points per curve, first and last kept. Evidence with 5,000 series or 200,000
+    points would take minutes to draw (issue 20 §6); results.json keeps all of it."""
+    notes = []
+    series = figure["series"]
+    if len(series) > MAX_SERIES:
+        names = list(series)
+        left = names[MAX_SERIES:]
+        shown = ", ".join(str(n) for n in left[:_NAMED])
+        more = f" and {len(left) - _NAMED:,} more" if len(left) > _NAMED else ""
+        notes.append(f"{len(names):,} series, the first {MAX_SERIES} drawn; not drawn: {shown}{more}")
+        series = {name: series[name] for name in names[:MAX_SERIES]}
+    x = figure["x"]
+    if len(x) > MAX_POINTS:
+        keep = np.unique(np.linspace(0, len(x) - 1, MAX_POINTS).round().astype(int)).tolist()
+        notes.append(f"{len(keep):,} of {len(x):,} points drawn per curve, evenly spaced")
+        x = [x[i] for i in keep]
+        series = {name: [values[i] for i in keep] for name, values in series.items()}
+    if not notes:
+        return figure, ""
+    return {**figure, "x": x, "series": series}, "; ".join(notes) + "; results.json keeps all of it"
+
+
+def thin_ticks(count: int) -> list[int]:
+    """Positions of the x tick labels written for `count` labels: all up to `MAX_TICKS`, else
+    every k-th (thousands of labels took minutes to lay out)."""
+    step = -(-count // MAX_TICKS) if count > MAX_TICKS else 1
+    return list(range(0, count, step))
+
+
 def _png(fig: Any) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
@@ -67,16 +105,18 @@ def line_plot(figure: dict[str, Any], size: tuple[float, float] = (5.2, 3.0)) ->
     """Render a ``{"kind": "line", "x": labels, "series": {name: values}, ...}`` figure (PNG URI)."""
     fig, ax = plt.subplots(figsize=size, dpi=140)
     x = list(range(len(figure["x"])))
+    marker = "o" if len(x) <= 200 else None  # a marker per point hides a long curve
     for name, values in figure["series"].items():
-        ax.plot(x, _values(values), marker="o", markersize=3, label=name)
+        ax.plot(x, _values(values), marker=marker, markersize=3, label=name)
     lines: dict[float, list[str]] = {}
     for name, value in (figure.get("hlines") or {}).items():
         lines.setdefault(value, []).append(name)
     for value, names in lines.items():
         ax.axhline(value, linestyle="--", linewidth=1, color="grey")
         ax.annotate(", ".join(names), (x[-1], value), fontsize=7, ha="right", va="bottom", color="grey")
-    ax.set_xticks(x)
-    ax.set_xticklabels([str(v) for v in figure["x"]], rotation=45, ha="right", fontsize=7)
+    ticks = thin_ticks(len(x))
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([str(figure["x"][i]) for i in ticks], rotation=45, ha="right", fontsize=7)
     ax.tick_params(axis="y", labelsize=7)
     ax.set_xlabel(figure.get("xlabel") or "", fontsize=8)
     ax.set_ylabel(figure.get("ylabel") or "", fontsize=8)
@@ -114,13 +154,14 @@ def small_multiples(panels: list[dict[str, Any]], columns: int = 5,
         ax = axes[i // ncols][i % ncols]
         figure = panel["figure"]
         x = list(range(1, len(figure["x"]) + 1))
+        marker = "o" if len(x) <= 200 else None
         for name, values in figure["series"].items():
-            ax.plot(x, _values(values), marker="o", markersize=1.8, linewidth=1, color=colours[name])
+            ax.plot(x, _values(values), marker=marker, markersize=1.8, linewidth=1, color=colours[name])
         for name, value in (figure.get("hlines") or {}).items():
             ax.axhline(value, linestyle="--", linewidth=0.8, color="grey")
             thresholds[name] = None
         ax.set_title(panel["title"], fontsize=title_size, pad=2)
-        if short_ticks(figure["x"]):
+        if short_ticks(figure["x"]) and len(x) <= MAX_TICKS:
             ax.set_xticks(x)
             ax.set_xticklabels([str(v) for v in figure["x"]])
         else:

@@ -17,7 +17,7 @@ from markupsafe import Markup
 from pydantic import ValidationError
 
 from .evidence import ImageGrid, LineFigure, Table
-from .figures import line_plot, short_ticks, small_multiples
+from .figures import MAX_TICKS, drawable, line_plot, short_ticks, small_multiples
 from .results import write_atomic
 from .results_schema import CellResult, Results, as_results, why
 from .verdicts import rule
@@ -68,6 +68,7 @@ def _partials(registry: Any) -> dict[str, str]:
 
 
 _DRAWN = (("figures", LineFigure, "figure"), ("tables", Table, "table"), ("images", ImageGrid, "images"))
+MAX_ROWS = 500  # rows of an evidence table in the report (100,000 never finished in the PDF)
 
 
 def _evidence_blocks(evidence: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -93,6 +94,7 @@ def _evidence_blocks(evidence: dict[str, Any]) -> tuple[list[dict[str, Any]], li
                 blocks.append({"type": "warning", "group": key, "text": f"{name} could not be drawn: {why(exc)}"})
                 continue
             if kind == "figure":
+                drawn, drawn["note"] = drawable(drawn)
                 try:
                     drawn["png"] = line_plot(drawn)
                 except Exception as exc:  # data the schema allows but matplotlib cannot plot
@@ -100,7 +102,11 @@ def _evidence_blocks(evidence: dict[str, Any]) -> tuple[list[dict[str, Any]], li
                                    f"raised {type(exc).__name__}: {exc}"})
                     continue
                 figures.append(drawn)
-            blocks.append({"type": kind, "group": key, **drawn})
+            elif kind == "table" and len(drawn["rows"]) > MAX_ROWS:
+                more = len(drawn["rows"]) - MAX_ROWS
+                drawn = {**drawn, "rows": drawn["rows"][:MAX_ROWS],
+                         "note": f"the first {MAX_ROWS} rows; {more:,} more rows in results.json"}
+            blocks.append({"type": kind, "group": key, "note": "", **drawn})
     return blocks, figures
 
 
@@ -181,13 +187,14 @@ def _panel_title(cell: dict[str, Any]) -> str:
 def _x_key(figure: dict[str, Any]) -> str:
     """The x labels a small panel numbers 1, 2, ...: ``1 = a · 2 = b`` (as is when the labels
     already start with their number)."""
-    if short_ticks(figure["x"]):
+    if short_ticks(figure["x"]) and len(figure["x"]) <= MAX_TICKS:
         return ""
     parts = []
-    for i, label in enumerate(figure["x"], 1):
+    for i, label in enumerate(figure["x"][:MAX_TICKS], 1):
         text = str(label)
         parts.append(text if text.startswith((f"{i}:", f"{i} ", f"{i}.")) else f"{i} = {text}")
-    return " · ".join(parts)
+    more = len(figure["x"]) - MAX_TICKS
+    return " · ".join(parts) + (f" · … ({more:,} more; every label in results.json)" if more > 0 else "")
 
 
 def _overlay(title: str, members: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any] | None:
@@ -234,7 +241,9 @@ def _summary_figures(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
         how = "one curve per explainer" if overlay is not None else "one panel per explainer"
         alt = f"{title}, {how}. " + " ".join(
             f"{cell['explainer']} ({cell['verdict']}): {figure['alt'] or figure['title']}." for cell, figure in members)
-        drawn.append({"title": title, "png": png, "alt": alt, "how": how,
+        thinned = " ".join(dict.fromkeys(f"{cell['explainer']}: {figure['note']}."
+                                         for cell, figure in members if figure["note"]))
+        drawn.append({"title": title, "png": png, "alt": alt, "how": how, "note": thinned,
                       "key": keys.pop() if len(keys) == 1 and overlay is None else "",
                       "columns": "overlay" if overlay is not None else min(len(panels), 3 if paired else 5),
                       "paired": paired, "xlabel": first["xlabel"]})
