@@ -26,7 +26,8 @@ def _run(args: argparse.Namespace) -> int:
             update={"engine": args.engine})})
     registry = load_registry(disabled=disabled_plugins(spec, args.disable_plugin))
     results = run_audit(spec, Path(args.spec).parent, registry=registry, output_dir=args.output,
-                        progress=not args.quiet, strict=args.strict, resume=args.resume)
+                        progress=not args.quiet, strict=args.strict, resume=args.resume,
+                        wait=args.wait, on_wait=lambda line: print(line, file=sys.stderr, flush=True))
     print(verdict_table(results))
     for warning in results["health"]["warnings"]:
         print(f"warning: {warning}")
@@ -133,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default: the spec's execution.engine); ray needs the ray extra")
     run.add_argument("--resume", action="store_true", help="continue a killed run from the "
                      "journal in its output directory: only the batches it lacks are computed")
+    run.add_argument("--wait", action="store_true", help="when another run is writing the output "
+                     "directory, wait for it to finish (default: exit 2 naming it)")
     _disable_flag(run)
     run.set_defaults(func=_run)
     fit = sub.add_parser("fit", help="fit the trainable explainers of a spec (VarSal, DRE) and "

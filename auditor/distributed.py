@@ -10,7 +10,10 @@ every active cell's `measure` (`auditor.cells.measure_batch`) and returns the jo
 (records, or the cell's error with its traceback, and the explainers' costs). Only records
 travel back. Per-sample seeds depend on the audit seed and the sample's position, never on the
 worker, so the results equal the local engine's. A worker that dies mid-batch is restarted and
-the batch retried (Ray actor restarts and task retries).
+the batch retried (Ray actor restarts and task retries). Each worker's torch uses
+``execution.threads`` threads when set, else its machine's cores shared out among the
+``num_workers`` workers (`auditor.threads.worker_threads`), so that N workers on one machine do not
+each start a thread per core.
 
 An error that stops a worker (a spec, data or state error; anything its `open_audit` raises)
 reaches the user as the same one-line message as locally: the worker keeps it and raises it
@@ -26,12 +29,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterator
 
+import torch
+
 from .audit import Audit, Predictions, open_audit
 from .cells import cells_of, measure_batch, read_batch
 from .errors import SpecError
 from .plugins import load_registry
 from .progress import Progress
 from .spec import AuditSpec
+from .threads import available_cores, worker_threads
 
 
 def _ray() -> ModuleType:
@@ -50,6 +56,9 @@ class _Worker:
     def __init__(self, spec: AuditSpec, base_dir: Path, disabled: dict[str, str],
                  predictions: Predictions):
         self.failure: Exception | None = None
+        execution = spec.execution
+        torch.set_num_threads(worker_threads(available_cores(), execution.num_workers,
+                                             execution.threads))
         try:
             self.audit = open_audit(spec, base_dir, load_registry(disabled=disabled))
             self.audit.fit(predictions, self.audit.trainable, when_missing="error")

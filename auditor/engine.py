@@ -12,6 +12,11 @@
     assemble  the results document (auditor.results)
     write     results.json, junit.xml, report.html/pdf as one set (auditor.outputs)
 
+The whole run holds the output directory's lock (`auditor.outputs.OutputRun`: one writer per
+directory, ``RUNNING`` from before load until the outputs are written; a run that fails puts the
+older set back and records ``LAST_ATTEMPT_FAILED``). ``execution.threads``, when set, is torch's
+thread count for the run (`auditor.threads`).
+
 `fit_audit` (`auditor fit`) is load -> health -> fit, always anew. A plugin that raises or
 breaks the protocol turns only its own check x explainer cell into ERROR.
 """
@@ -29,17 +34,23 @@ from .distributed import RayRunner
 from .errors import SpecError
 from .gallery import Gallery
 from .journal import Journal, audit_key
-from .outputs import mark_running, write_outputs
+from .outputs import OutputRun
 from .plugins import Registry, load_registry
 from .results import build_results
 from .spec import AuditSpec
+from .threads import torch_threads
 
 
 def run_audit(spec: AuditSpec, base_dir: Path, registry: Registry | None = None,
               output_dir: Path | None = None, progress: bool = True,
-              strict: bool = False, resume: bool = False) -> dict[str, Any]:
+              strict: bool = False, resume: bool = False, wait: bool = False,
+              on_wait: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the audit of `spec` (relative paths resolve against `base_dir`, the spec's folder),
     stage by stage; write the requested outputs; return the results mapping.
+
+    The output directory is locked for the whole run: another run holding it raises
+    `auditor.output_lock.OutputLockedError`, or with `wait` this one waits for it (`on_wait`
+    gets a line naming the holder first).
 
     Each batch's records are journaled in the output directory as the batch completes; with
     `resume`, the batches a killed run journaled are taken from there, not recomputed.
@@ -47,17 +58,20 @@ def run_audit(spec: AuditSpec, base_dir: Path, registry: Registry | None = None,
     `strict`: borderline cells (a verdict metric's interval straddles its threshold) fail the
     audit; without it the mark is shown but the overall verdict goes by the means."""
     out = output_dir or spec.output_directory()
-    timed = _Stages()
-    audit = timed("load", open_audit, spec, base_dir, registry or _registry(spec))
-    mark_running(out)  # an older report set there is visibly not current from now on
-    predictions, health = timed("predict", _health, audit, progress)
-    states = timed("fit", _fit, audit, predictions, progress)
-    cells, measured = timed("measure", _measure, audit, predictions, out, resume, progress)
-    timed("conclude", _conclude, cells)
-    results = _assemble(audit, predictions, health, states, cells, measured, timed.durations,
-                        strict)
-    timed.stop()  # durations.total: the audit up to writing its outputs
-    _write(results, out, audit, measured.journal)
+    with OutputRun(out, wait, on_wait, audit=True) as run, torch_threads(spec.execution.threads):
+        run.start()  # an older report set there is visibly not current from now on
+        timed = _Stages()
+        audit = timed("load", open_audit, spec, base_dir, registry or _registry(spec))
+        predictions, health = timed("predict", _health, audit, progress)
+        states = timed("fit", _fit, audit, predictions, progress)
+        cells, measured = timed("measure", _measure, audit, predictions, out, resume, progress)
+        timed("conclude", _conclude, cells)
+        results = _assemble(audit, predictions, health, states, cells, measured,
+                            timed.durations, strict)
+        results["run_id"] = run.writer.run_id  # the manifest's run id: which run wrote the set
+        timed.stop()  # durations.total: the audit up to writing its outputs
+        _write(results, run, audit, measured.journal)
+    results["output_directory"] = str(out)
     return results
 
 
@@ -65,10 +79,11 @@ def fit_audit(spec: AuditSpec, base_dir: Path, labels: list[str] | None = None,
               registry: Registry | None = None, progress: bool = True) -> dict[str, str]:
     """`auditor fit`: fit the trainable explainers of `spec` (all, or the spec labels in `labels`)
     against its model and data, always anew, and store their states; label -> state file."""
-    audit = open_audit(spec, base_dir, registry or _registry(spec))
-    chosen = _to_fit(audit, labels)
-    predictions, _ = audit.predict(progress)
-    return audit.fit(predictions, chosen, "auto", refit=True, show=progress)
+    with torch_threads(spec.execution.threads):
+        audit = open_audit(spec, base_dir, registry or _registry(spec))
+        chosen = _to_fit(audit, labels)
+        predictions, _ = audit.predict(progress)
+        return audit.fit(predictions, chosen, "auto", refit=True, show=progress)
 
 
 class _Stages:
@@ -206,11 +221,10 @@ def _assemble(audit: Audit, predictions: Predictions, health: dict[str, Any],
     return results
 
 
-def _write(results: dict[str, Any], out: Path, audit: Audit, journal: Journal) -> None:
-    """The output set the spec asks for, swapped into place; then the journal goes."""
-    write_outputs(results, out, audit.spec.output.formats, audit.registry)
+def _write(results: dict[str, Any], run: OutputRun, audit: Audit, journal: Journal) -> None:
+    """The output set the spec asks for, swapped into place by `run`; then the journal goes."""
+    run.write(results, audit.spec.output.formats, audit.registry)
     journal.close(remove=True)
-    results["output_directory"] = str(out)
 
 
 def preflight(checks: list[Check], context: AuditContext) -> None:

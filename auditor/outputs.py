@@ -1,20 +1,31 @@
 """The output set of a run: complete, current and consistent, or visibly not.
 
 A set is results.json, junit.xml, report.html and report.pdf (as `formats` asks) plus
-``manifest.json``, written last, that names the run (audit date + a random id) and holds the
-sha256 of each file. A directory whose ``manifest.json`` is present and whose hashes match is a
-complete set of one run; anything else is not current.
+``manifest.json``, written last, that names the run that wrote it (its id, pid, host and start
+time: `auditor.output_lock.Writer`) and holds the sha256 of each file. A directory whose
+``manifest.json`` is present and whose hashes match is a complete set of one run; anything else
+is not current.
 
-* `mark_running(out)` at the start of a run writes ``RUNNING`` (start time, pid) and removes
-  ``manifest.json``: the old files stay, but nothing vouches for them any longer.
+One writer per directory (issue 20 §5): `OutputRun` is one run's hold on `out`. It takes the
+directory's exclusive lock (`auditor.output_lock`; a second run is refused naming the holder, or
+waits) and keeps it until the outputs are written or the run has failed; ``RUNNING`` is written
+and removed only by the lock's holder, so it stays until the last writer ends.
+
+* `OutputRun.start` (`mark_running`) writes ``RUNNING`` (the writer) and takes ``manifest.json``
+  away: the old files stay, but nothing vouches for them any longer.
 * `write_outputs(...)` renders every file into a temporary directory next to `out` (nothing in
   `out` changes while rendering), then moves the files into place, removes output files of an
   older set that this set does not produce, writes ``manifest.json`` atomically and removes
-  ``RUNNING``. A run killed at any point leaves either the old files without a manifest and with
-  ``RUNNING``, or the complete new set with its manifest.
+  ``RUNNING`` (and, for an audit run, ``LAST_ATTEMPT_FAILED``). A run killed at any point leaves either the old
+  files without a manifest and with ``RUNNING``, or the complete new set with its manifest.
+* A run that fails cleanly (an exception, e.g. exit 2 for bad weights, data or health) before
+  its first move puts the old set's manifest back, so the old set stays complete and vouched
+  for, removes ``RUNNING`` and writes ``LAST_ATTEMPT_FAILED`` (the run and its one-line error),
+  which `verify` and ``auditor report`` report (issue 20 §6). ``KeyboardInterrupt`` is treated
+  as a kill: ``RUNNING`` and the journal stay for ``--resume``.
 
-Only the names in `OUTPUT_NAMES`, ``manifest.json`` and ``RUNNING`` are ever replaced or removed
-in `out`; any other file there is left alone.
+Only the names in `OUTPUT_NAMES`, ``manifest.json``, ``RUNNING``, ``LAST_ATTEMPT_FAILED`` and the
+lock file are ever replaced or removed in `out`; any other file there is left alone.
 
 `rerender(...)` is ``auditor report``: a new set from an earlier results.json, which must be the
 one its directory's manifest vouches for; the files of the old set that the new one does not
@@ -24,30 +35,27 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import tempfile
-from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from types import TracebackType
+from typing import Any, Callable, Iterable
 
-from .errors import AuditorError
+from .errors import AuditorError, one_line
 from .hashing import sha256_file
+from .output_lock import OutputLock, Writer, now
 from .report import write_report
 from .results import write_atomic, write_json, write_junit
 from .results_schema import Results, as_results, load_results
 
 MANIFEST = "manifest.json"
 RUNNING = "RUNNING"
-MANIFEST_VERSION = 1
+FAILED = "LAST_ATTEMPT_FAILED"
+MANIFEST_VERSION = 2  # 2: the writer (run id, pid, host, start time)
 # format -> the file it writes, in the order they are moved into place
 OUTPUT_NAMES = {"json": "results.json", "junit": "junit.xml", "html": "report.html",
                 "pdf": "report.pdf"}
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 sha256 = sha256_file  # hex sha256 of a file (re-exported for the CLI)
@@ -57,14 +65,86 @@ def _entry(path: Path) -> dict[str, Any]:
     return {"sha256": sha256(path), "bytes": path.stat().st_size}
 
 
-def mark_running(out: Path | str, started: str | None = None) -> None:
-    """Mark the set in `out` as not current: write ``RUNNING`` (start time, pid), then remove
-    ``manifest.json``. Call when a run starts, before any long work."""
+def mark_running(out: Path | str, writer: Writer | None = None) -> str | None:
+    """Mark the set in `out` as not current: write ``RUNNING`` (the writer: run id, pid, host,
+    start time), then remove ``manifest.json``; return the removed manifest's text (None: there
+    was none). Call when a run starts, before any long work, holding the directory's lock."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / RUNNING, json.dumps({"started": started or _now(), "pid": os.getpid()},
-                                           indent=1) + "\n")
+    writer = writer or Writer.this_process()
+    write_atomic(out / RUNNING, json.dumps(writer.as_dict(), indent=1) + "\n")
+    try:
+        old = (out / MANIFEST).read_text(encoding="utf-8")
+    except (FileNotFoundError, UnicodeDecodeError):
+        old = None
     (out / MANIFEST).unlink(missing_ok=True)
+    return old
+
+
+class OutputRun:
+    """One run's hold on output directory `out`, as a context manager: the directory's lock
+    (`OutputLock`, taken on entry, released on any exit), ``RUNNING`` from `start` on, the set
+    written by `write`; on a clean failure (an exception other than ``KeyboardInterrupt``) after
+    `start`, the old set is put back and the failure recorded (`record_failure`). Only an
+    `audit` run's set removes ``LAST_ATTEMPT_FAILED``: a re-render (``auditor report``) of an
+    earlier set leaves the note of a failed audit run in place."""
+
+    def __init__(self, out: Path | str, wait: bool = False,
+                 on_wait: Callable[[str], None] | None = None, *, audit: bool = False):
+        self.out = Path(out)
+        self.audit = audit  # an audit run: its set replaces a failed attempt's note
+        self.writer = Writer.this_process()
+        self.lock = OutputLock(self.out, self.writer)
+        self.wait, self.on_wait = wait, on_wait
+        self.started = False   # RUNNING written, the old manifest taken away
+        self.changed = False   # the first file of the new set has been moved into `out`
+        self.old_manifest: str | None = None
+        self._created = False  # `out` did not exist before this run
+
+    def __enter__(self) -> "OutputRun":
+        self._created = not self.out.exists()
+        self.lock.acquire(self.wait, self.on_wait)
+        return self
+
+    def start(self) -> None:
+        """Write ``RUNNING`` and take the old manifest away (kept to put back on failure)."""
+        self.old_manifest = mark_running(self.out, self.writer)
+        self.started = True
+
+    def write(self, results: Results | dict[str, Any], formats: list[str], registry: Any = None,
+              *, keep: Iterable[str] = ()) -> dict[str, Any]:
+        """The set of `results` as `formats` asks (`write_outputs`); its manifest."""
+        return _write_set(as_results(results), self, formats, registry, keep)
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        try:
+            if error is not None and self.started and not isinstance(error, KeyboardInterrupt):
+                self.record_failure(error)
+        finally:
+            self.lock.release()
+
+    def record_failure(self, error: BaseException) -> None:
+        """After a clean failure: put the old manifest back when no file of the new set was moved
+        in yet (the old set is then complete and vouched for again), write ``LAST_ATTEMPT_FAILED``
+        (this run and its error in one line), remove ``RUNNING``. A directory this run created
+        and left with nothing else in it is removed instead."""
+        out = self.out
+        (out / RUNNING).unlink(missing_ok=True)
+        if self._created and {p.name for p in out.iterdir()} <= {RUNNING, self.lock.path.name}:
+            self.lock.release()
+            try:
+                out.rmdir()
+            except OSError:  # another run has begun there meanwhile
+                pass
+            return
+        if self.old_manifest is not None and not self.changed:
+            write_atomic(out / MANIFEST, self.old_manifest)
+        message = str(error) if isinstance(error, AuditorError) else (
+            f"{type(error).__name__}: {error}")
+        note = dict(self.writer.as_dict(), failed=now(), error=one_line(message, 600),
+                    previous_set="intact" if (out / MANIFEST).exists() else "none")
+        write_atomic(out / FAILED, json.dumps(note, indent=1) + "\n")
 
 
 def _temp_dir(out: Path) -> Path:
@@ -77,14 +157,10 @@ def _temp_dir(out: Path) -> Path:
         return Path(tempfile.mkdtemp(dir=real, prefix=".auditor-tmp-"))
 
 
-def run_id(date: str) -> str:
-    """The audit `date` (compact) and a random id: unique per written set."""
-    return f"{date.replace('-', '').replace(':', '')}-{secrets.token_hex(4)}"
-
-
 def write_outputs(results: Results | dict[str, Any], out: Path | str, formats: list[str],
                   registry: Any = None, *, keep: Iterable[str] = ()) -> dict[str, Any]:
-    """Write the output set of `results` into `out` as `formats` asks; return its manifest.
+    """Write the output set of `results` into `out` as `formats` asks, holding the directory's
+    lock for the while (`OutputRun`); return its manifest.
 
     `results` is validated by the results schema first (a mapping that does not follow it
     raises `auditor.results_schema.ResultsError` before anything is written).
@@ -92,8 +168,14 @@ def write_outputs(results: Results | dict[str, Any], out: Path | str, formats: l
     report`` keeps the results.json it re-renders); they are hashed into the manifest, not
     rewritten or removed."""
     results = as_results(results)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with OutputRun(out) as run:
+        return run.write(results, formats, registry, keep=keep)
+
+
+def _write_set(results: Results, run: OutputRun, formats: list[str], registry: Any,
+               keep: Iterable[str]) -> dict[str, Any]:
+    """`write_outputs` for `run`, which holds the lock of its directory."""
+    out = run.out
     names = [OUTPUT_NAMES[f] for f in OUTPUT_NAMES if f in formats]
     keep = [k for k in keep if k not in names and (out / k).is_file()]
     tmp = _temp_dir(out)
@@ -107,10 +189,11 @@ def write_outputs(results: Results | dict[str, Any], out: Path | str, formats: l
         files = {name: _entry(tmp / name) for name in names}
         files.update({name: _entry(out / name) for name in keep})
         # every file is rendered; from here on `out` changes, so mark it (a re-render that did
-        # not call mark_running) and take away the manifest before the first move
-        if not (out / RUNNING).exists():
-            mark_running(out)
+        # not start the run) and take away the manifest before the first move
+        if not run.started:
+            run.start()
         (out / MANIFEST).unlink(missing_ok=True)
+        run.changed = True
         for name in names:
             os.replace(tmp / name, out / name)
         for name in OUTPUT_NAMES.values():  # files of an older set that this one does not have
@@ -118,13 +201,16 @@ def write_outputs(results: Results | dict[str, Any], out: Path | str, formats: l
                 (out / name).unlink(missing_ok=True)
         manifest = {
             "manifest_version": MANIFEST_VERSION,
-            "run_id": run_id(results.audit.date),
+            "run_id": run.writer.run_id,
+            "writer": run.writer.as_dict(),
             "audit": {"name": results.audit.name, "date": results.audit.date},
-            "written": _now(),
+            "written": now(),
             "formats": [f for f, name in OUTPUT_NAMES.items() if name in files],
             "files": files,
         }
         write_atomic(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+        if run.audit:
+            (out / FAILED).unlink(missing_ok=True)
         (out / RUNNING).unlink(missing_ok=True)
         return manifest
     finally:
@@ -148,9 +234,25 @@ def read_manifest(directory: Path | str) -> dict[str, Any] | None:
     return manifest
 
 
+def last_failure(directory: Path | str) -> str | None:
+    """What ``LAST_ATTEMPT_FAILED`` in `directory` says, in one line (None: there is none)."""
+    path = Path(directory) / FAILED
+    try:
+        note = json.loads(path.read_text(encoding="utf-8"))
+        return (f"{FAILED}: the last run into this directory (run {note['run_id']}, pid "
+                f"{note['pid']}, started {note['started']}) failed at {note['failed']}: "
+                f"{note['error']}")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError, KeyError):
+        return f"{FAILED}: the last run into this directory failed ({path} is unreadable)"
+
+
 def verify(directory: Path | str) -> list[str]:
     """What keeps the set in `directory` from being complete and current: [] when its manifest
-    is present and every file it lists is there with the recorded sha256."""
+    is present and every file it lists is there with the recorded sha256, no run is marked as
+    running there and the last run did not fail (the set of an earlier run stays intact after a
+    failed one, vouched for by its manifest, but it is not the last attempt's)."""
     directory = Path(directory)
     try:
         manifest = read_manifest(directory)
@@ -168,6 +270,9 @@ def verify(directory: Path | str) -> list[str]:
                 problems.append(f"{name}: sha256 differs from {MANIFEST}")
     if (directory / RUNNING).exists():
         problems.append(f"{RUNNING}: a run started and has not finished")
+    failure = last_failure(directory)
+    if failure is not None:
+        problems.append(failure)
     return problems
 
 
@@ -196,6 +301,9 @@ def vouched_for(path: Path) -> tuple[dict[str, Any] | None, list[str]]:
             return None, [f"note: {path.parent} holds {RUNNING}: a run started there and did not "
                           f"finish; rendering from {path.name} as it is"]
         return None, []
+    failure = last_failure(path.parent)
+    notes = [f"note: {path.parent}: {failure}; rendering the earlier set's {path.name}"] \
+        if failure else []
     entry = manifest["files"].get(path.name)
     if entry is None and path.name in OUTPUT_NAMES.values():
         raise AuditorError(f"{path}: not part of the set of run {manifest.get('run_id')} "
@@ -204,7 +312,7 @@ def vouched_for(path: Path) -> tuple[dict[str, Any] | None, list[str]]:
         raise AuditorError(f"{path}: sha256 does not match {path.parent / MANIFEST} "
                            f"(run {manifest.get('run_id')}): changed after the run wrote it; "
                            f"re-run the audit, or remove {MANIFEST} to render it anyway")
-    return manifest, []
+    return manifest, notes
 
 
 def kept_files(path: Path, out: Path, formats: list[str],
@@ -239,8 +347,9 @@ def rerender(path: Path | str, out: Path | str | None = None, formats: list[str]
     (default: the spec's formats except json)."""
     path = Path(path)
     results = load_results(path)
-    manifest, notes = vouched_for(path)
     out = Path(out) if out is not None else path.parent
     formats = formats or [f for f in results.spec["output"]["formats"] if f != "json"]
-    write_outputs(results, out, formats, registry, keep=kept_files(path, out, formats, manifest))
+    with OutputRun(out) as run:  # held from reading the old set to writing the new one
+        manifest, notes = vouched_for(path)
+        run.write(results, formats, registry, keep=kept_files(path, out, formats, manifest))
     return Rerender(results, out, formats, notes)

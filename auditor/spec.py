@@ -39,6 +39,7 @@ MAX_CLASSES = 100_000
 MAX_LIMIT = 2**31 - 1
 MAX_NORM = 1000.0        # |mean| and std bound (pixels are in [0, 1])
 MIN_STD = 1e-6
+MAX_THREADS = 4096       # execution.threads
 MAX_SPEC_BYTES = 1 << 20
 
 
@@ -266,6 +267,9 @@ class ExecutionSection(Strict):
         "Ray cluster: null starts a local Ray with num_workers processes; 'auto' or 'ray://host:port'"))
     num_workers: int = Field(2, ge=1, le=4096, description="Ray workers (actors)")
     num_gpus_per_worker: float = Field(0.0, ge=0, le=64, description="GPUs each worker reserves")
+    threads: _bounded_int(1, MAX_THREADS) | None = Field(None, description=(
+        "torch threads: null keeps torch's default locally and gives each Ray worker its "
+        "machine's cores divided by num_workers (at least 1); a number sets it for both"))
 
 
 class AuditSpec(Strict):

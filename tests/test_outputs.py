@@ -44,8 +44,10 @@ def test_completed_set_has_a_manifest_that_matches_every_file(results, tmp_path)
     for name, entry in manifest["files"].items():
         data = (out / name).read_bytes()
         assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-    date = results["audit"]["date"].replace("-", "").replace(":", "")
-    assert manifest["run_id"].startswith(date + "-")
+    writer = manifest["writer"]  # which run wrote the set: its id, process, host, start time
+    assert set(writer) == {"run_id", "pid", "host", "started"} and writer["pid"] == os.getpid()
+    started = writer["started"].replace("-", "").replace(":", "")
+    assert manifest["run_id"] == writer["run_id"] and manifest["run_id"].startswith(started + "-")
     assert write_outputs(results, out, FAST)["run_id"] != manifest["run_id"]  # random part
     assert verify(out) == [] and leftovers(out) == []
 
