@@ -10,7 +10,7 @@ from auditor.cli import main
 from auditor.engine import run_audit
 from auditor.outputs import MANIFEST, RUNNING, mark_running, read_manifest, verify, write_outputs
 from auditor.spec import parse_spec
-from conftest import tiny_spec_dict
+from conftest import tiny_spec_dict, write_spec
 
 FAST = ["json", "junit", "html"]
 SET = {"results.json", "junit.xml", "report.html"}
@@ -167,3 +167,68 @@ def test_rerender_into_another_directory_never_drops_another_runs_results(result
     assert {p.name for p in other.iterdir()} == {"results.json", "report.html", MANIFEST}
     assert (other / "results.json").read_bytes() == (src / "results.json").read_bytes()
     assert verify(other) == []
+
+
+# --- issue 20 §6: a run that fails cleanly leaves the previous good set intact ------------------
+
+@pytest.fixture
+def failing(tiny_dir, tmp_path):
+    """(out, a spec that runs, a spec whose weights are not weights, a spec that fails its
+    health stage: data.target label on data without labels), all into `out`."""
+    out = tmp_path / "out"
+    (tmp_path / "bad.pt").write_text("not a state dict")
+    unlabelled = tmp_path / "unlabelled.csv"
+    unlabelled.write_text("path\n" + "".join(f"{tiny_dir / 'img' / f'{i}.png'}\n" for i in range(6)))
+    output = {"directory": str(out), "formats": ["json", "junit"]}
+    good = tiny_spec_dict(tiny_dir, output=output)
+    weights = tiny_spec_dict(tiny_dir, output=output)
+    weights["model"]["weights"] = str(tmp_path / "bad.pt")
+    health = tiny_spec_dict(tiny_dir, output=output, data={"path": str(unlabelled), "target": "label"})
+    return out, *(write_spec(tiny_dir, spec, f"{name}_{tmp_path.name}.yaml")
+                  for name, spec in [("good", good), ("weights", weights), ("health", health)])
+
+
+@pytest.mark.parametrize("kind", ["weights", "health"])
+def test_a_failed_run_leaves_the_previous_set_intact_and_says_it_failed(failing, kind, capsys):
+    out, good, bad = failing[0], failing[1], failing[2 if kind == "weights" else 3]
+    assert main(["run", str(good), "--quiet"]) in (0, 1)
+    older = snapshot(out)
+    capsys.readouterr()
+    assert main(["run", str(bad), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert ("model.weights" if kind == "weights" else "data.target") in err
+    now = snapshot(out)
+    note = json.loads(now.pop(outputs.FAILED))
+    assert now == older  # report files and manifest as they were; no RUNNING, no lock file
+    assert note["error"] == err.strip()[len("error: "):] and note["pid"] == os.getpid()
+    assert note["previous_set"] == "intact"
+    problems = verify(out)
+    assert len(problems) == 1 and problems[0].startswith(f"{outputs.FAILED}: the last run into "
+                                                        f"this directory (run {note['run_id']}")
+    assert problems[0].endswith(note["error"])
+    # auditor report renders the earlier set and says the last run failed; the note stays
+    assert main(["report", str(out / "results.json"), "--formats", "html"]) in (0, 1)
+    assert "note:" in capsys.readouterr().err and (out / outputs.FAILED).exists()
+    assert main(["run", str(good), "--quiet"]) in (0, 1)  # a run that succeeds clears the note
+    assert not (out / outputs.FAILED).exists() and verify(out) == []
+
+
+def test_a_failed_first_run_leaves_no_output_directory(failing):
+    out, _, weights, _ = failing
+    assert main(["run", str(weights), "--quiet"]) == 2
+    assert not out.exists()
+
+
+def test_an_interrupted_run_stays_marked_running_for_resume(failing, monkeypatch):
+    """Ctrl-C is a kill, not a clean failure: RUNNING stays, no manifest vouches for the old set."""
+    out, good = failing[:2]
+    assert main(["run", str(good), "--quiet"]) in (0, 1)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("auditor.engine._conclude", interrupted)
+    assert main(["run", str(good), "--quiet"]) == 130
+    assert verify(out) == ["no manifest.json", "RUNNING: a run started and has not finished"]
+    assert (out / "journal.jsonl").exists()
