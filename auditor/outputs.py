@@ -120,7 +120,10 @@ class OutputRun:
                  traceback: TracebackType | None) -> None:
         try:
             if error is not None and self.started and not isinstance(error, KeyboardInterrupt):
-                self.record_failure(error)
+                try:
+                    self.record_failure(error)
+                except OSError:  # best effort: the run's own error is the one to report
+                    pass
         finally:
             self.lock.release()
 
