@@ -130,11 +130,12 @@ class OutputRun:
     def record_failure(self, error: BaseException) -> None:
         """After a clean failure: put the old manifest back when no file of the new set was moved
         in yet (the old set is then complete and vouched for again), write ``LAST_ATTEMPT_FAILED``
-        (this run and its error in one line), remove ``RUNNING``. A directory this run created
-        and left with nothing else in it is removed instead."""
+        (this run and its error in one line), then remove ``RUNNING`` (so that the directory is
+        marked at every moment). A directory this run created and left with nothing else in it
+        is removed instead."""
         out = self.out
-        (out / RUNNING).unlink(missing_ok=True)
         if self._created and {p.name for p in out.iterdir()} <= {RUNNING, self.lock.path.name}:
+            (out / RUNNING).unlink(missing_ok=True)
             self.lock.release()
             try:
                 out.rmdir()
@@ -148,6 +149,7 @@ class OutputRun:
         note = dict(self.writer.as_dict(), failed=now(), error=one_line(message, 600),
                     previous_set="intact" if (out / MANIFEST).exists() else "none")
         write_atomic(out / FAILED, json.dumps(note, indent=1) + "\n")
+        (out / RUNNING).unlink(missing_ok=True)
 
 
 def _temp_dir(out: Path) -> Path:

@@ -232,3 +232,25 @@ def test_an_interrupted_run_stays_marked_running_for_resume(failing, monkeypatch
     assert main(["run", str(good), "--quiet"]) == 130
     assert verify(out) == ["no manifest.json", "RUNNING: a run started and has not finished"]
     assert (out / "journal.jsonl").exists()
+
+
+def test_a_clean_failure_while_moving_files_leaves_no_manifest_and_says_so(results, tmp_path,
+                                                                           monkeypatch):
+    """The old set is then mixed with the new: no manifest may vouch for it."""
+    out = tmp_path / "out"
+    write_outputs(results, out, FAST)
+    real = os.replace
+
+    def replace(src, dst):
+        if ".out.auditor-tmp" in str(src) and str(dst) == str(out / "junit.xml"):  # 2nd move
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(outputs.os, "replace", replace)
+    with pytest.raises(OSError):
+        write_outputs(dict(results, run="new"), out, FAST)
+    note = json.loads((out / outputs.FAILED).read_text())
+    assert note["previous_set"] == "none" and "No space left on device" in note["error"]
+    problems = verify(out)
+    assert problems[0] == "no manifest.json" and problems[1].startswith(outputs.FAILED)
+    assert len(problems) == 2 and leftovers(out) == []  # no RUNNING: the run has ended
