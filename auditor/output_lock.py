@@ -134,8 +134,8 @@ class OutputLock:
             if not wait:
                 raise OutputLockedError(
                     f"{self.out}: another run is writing this output directory ({holder}); "
-                    f"wait for it with `auditor run --wait`, or choose another --output "
-                    f"(output.directory)") from None
+                    f"let it finish (`auditor run --wait` waits for it), or choose another "
+                    f"--output (output.directory)") from None
             if on_wait is not None:
                 on_wait(f"waiting for the run writing {self.out} ({holder}) to finish")
             fcntl.flock(fd, fcntl.LOCK_EX)
