@@ -161,13 +161,3 @@ class OutputLock:
         finally:
             os.close(fd)  # closing the last descriptor releases the flock
 
-
-def holder(out: Path | str) -> dict[str, Any] | None:
-    """The `Writer` fields recorded in the lock file of `out`, if there is one (a run holds
-    the lock, or one was killed while holding it)."""
-    try:
-        text = (Path(out) / LOCK).read_text(encoding="utf-8")
-        info = json.loads(text)
-    except (OSError, ValueError):
-        return None
-    return info if isinstance(info, dict) else None
