@@ -241,6 +241,8 @@ class Results(_Part):
     explainer_costs: dict[str, Cost] = Field(description="label -> time and number of explanations")
     resumed_batches: int = Field(description="batches taken from the journal of a killed run")
     complete: bool
+    run_id: str | None = Field(None, description="the run that wrote this set (its manifest's "
+                               "writer); absent in files written before 1.1's output lock")
 
 
 def to_jsonable(value: Any) -> Any:
