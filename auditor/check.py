@@ -209,9 +209,9 @@ class Check:
         """Aggregate every record of the audit into metrics, evidence and a verdict.
 
         "The map does not depend on the input" when every measured sample is uninformative (FAIL,
-        or INFO when no threshold is set); ERROR
-        when `evaluate` says so; INFO when no metric is judged; else FAIL when a judged metric
-        is past its threshold (by the mean; the reason names the metric that decided), PASS."""
+        or INFO when no threshold is set); ERROR when `evaluate` says so; INFO when no metric is
+        judged; else FAIL when a judged metric is past its threshold (by the mean; the reason
+        names the metric that decided) or has no values, else PASS."""
         measured = [r for r in records if self.measured(r)]
         if not measured:
             return self.none_measured(records)
@@ -237,24 +237,24 @@ class Check:
         if excluded:
             notes.append(f"{excluded} of {len(measured)} uninformative ({self.uninformative_means}), "
                          "excluded")
-        where = "; ".join(notes + result.notes)
-        where = f"{result.context} ({where})" if result.context else f"({where})"
+        said = "; ".join(notes + result.notes)
+        where = " ".join(part for part in (result.context, f"({said})" if said else "") if part)
         if result.error:
             return Conclusion(Verdict.ERROR, result.error, metrics, evidence,
                               judgements, estimates)
         if not judgements and not missing:
-            shown = ", ".join(e.describe() for e in estimates)
-            return Conclusion(Verdict.INFO, f"informational: no thresholds set; {shown} {where}",
+            shown = " ".join(part for part in (", ".join(e.describe() for e in estimates), where) if part)
+            return Conclusion(Verdict.INFO, f"informational: no thresholds set; {shown or 'nothing measured'}",
                               metrics, evidence, judgements, estimates)
-        failing = [j for j in judgements if not j.passed]
+        failing, lead = [j for j in judgements if not j.passed], f"{where}: " if where else ""
         if not failing and not missing:
-            return Conclusion(Verdict.PASS, f"{where}: " + ", ".join(j.describe() for j in judgements),
+            return Conclusion(Verdict.PASS, lead + ", ".join(j.describe() for j in judgements),
                               metrics, evidence, judgements, estimates)
         decisive = [j.describe() for j in failing if not j.borderline]
         rest = [f"{j.describe()} (interval straddles)" for j in failing if j.borderline]
         decided = missing + decisive or rest
         also = rest if missing + decisive else []
-        return Conclusion(Verdict.FAIL, f"{where}: {result.failure}: decided by " + ", ".join(decided)
+        return Conclusion(Verdict.FAIL, f"{lead}{result.failure}: decided by " + ", ".join(decided)
                           + (f"; also {', '.join(also)}" if also else ""), metrics, evidence,
                           judgements, estimates, settled=bool(missing))
 

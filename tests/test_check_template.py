@@ -108,3 +108,14 @@ def test_a_judged_metric_without_values_settles_a_fail():
 def test_judgement_is_an_estimate_with_a_threshold():
     j = judge("m", [0.1, 0.2, 0.3], 0.5, fail_if="above")
     assert j.as_dict()["ci"] == list(j.ci) and j.as_dict()["threshold"] == 0.5 and j.samples == 3
+
+
+def test_a_check_that_says_nothing_else_still_reads_cleanly():
+    class Bare(Toy):
+        def evaluate(self, informative, records):
+            return Evaluation([Measured("b", [r["b"] for r in informative], "high")])
+
+    result = Bare().conclude(records([0.9] * 3, [0.1] * 3), "e")
+    assert result.reason == "(mean of 3 samples, 95% CI): b 0.100 [0.100, 0.100] <= 0.5"
+    nothing = Bare(thresholds=Thresholds(high=None)).conclude(records([0.9], [0.1]), "e")
+    assert nothing.verdict == Verdict.INFO and not nothing.reason.endswith(" ")
