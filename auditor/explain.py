@@ -6,17 +6,44 @@ randomized or perturbed copy. Inputs are pixels in [0, 1]; the model folds in th
 from __future__ import annotations
 
 import time
+import types
+import typing
 from collections import OrderedDict
 from typing import Any, Callable, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from .spec import LocatedError
+
+
+def _takes_number(annotation: Any) -> bool:
+    """Whether a field's type accepts an int or a float but not a boolean (pydantic would take
+    ``true`` as 1)."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _takes_number(typing.get_args(annotation)[0])
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = typing.get_args(annotation)
+        return bool not in members and any(_takes_number(m) for m in members)
+    return annotation in (int, float)
 
 
 class Params(BaseModel):
-    """Base of every plugin's parameter model: unknown keys are spec errors."""
+    """Base of every plugin's parameter model (check thresholds too): unknown keys are spec
+    errors, and a boolean given for a number field (``ssim: true``) is refused, as the core
+    refuses booleans for its own numbers (`auditor.spec`), instead of being read as 1."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, values: Any) -> Any:
+        if isinstance(values, dict):
+            for name, value in values.items():
+                info = cls.model_fields.get(name)
+                if isinstance(value, bool) and info is not None and _takes_number(info.annotation):
+                    raise LocatedError(name, "expected a number, not a boolean", value)
+        return values
 
 
 class Explainer:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
@@ -182,11 +183,25 @@ def write_junit(results: Results | dict[str, Any], path: Path) -> None:
     write_atomic(path, junit_xml(results))
 
 
+def printable(text: str) -> str:
+    """`text` with its control characters (newlines, ANSI escapes) as visible escapes (``\\n``,
+    ``\\x1b``), so a label or reason can neither restyle the terminal nor forge a table line."""
+    return re.sub(r"[\x00-\x1f\x7f-\x9f]",
+                  lambda m: repr(m.group())[1:-1] if m.group() != "\\" else m.group(), text)
+
+
+def nothing_judged(verdicts: list[str]) -> bool:
+    """No cell was judged (every one INFO or SKIPPED): the overall PASS means nothing passed."""
+    return not any(v in ("PASS", "FAIL", "ERROR") for v in verdicts)
+
+
 def verdict_table(results: Results | dict[str, Any]) -> str:
-    """A short plain-text table of the verdicts, for the terminal (an INFO cell shows its value)."""
+    """A short plain-text table of the verdicts, for the terminal (an INFO cell shows its value);
+    every field is `printable`."""
     document = as_results(results)
     rows = [("check", "explainer", "verdict", "reason")]
-    rows += [(c.check, c.explainer, c.shown(), marked(c)) for c in document.cells]
+    rows += [tuple(printable(t) for t in (c.check, c.explainer, c.shown(), marked(c)))
+             for c in document.cells]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = ["  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in rows]
     if any(c.borderline for c in document.cells):
@@ -194,5 +209,7 @@ def verdict_table(results: Results | dict[str, Any]) -> str:
                      "interval straddles its threshold)"
                      + (" (--strict: counted as FAIL)" if document.strict else
                         "; the verdict stands by the mean (--strict fails it)"))
-    lines.append(f"overall: {document.verdict}")
+    lines.append(f"overall: {document.verdict}" + (
+        " (nothing judged: every cell is INFO or SKIPPED; set a threshold to judge)"
+        if nothing_judged([c.verdict.value for c in document.cells]) else ""))
     return "\n".join(lines)

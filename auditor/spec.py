@@ -75,6 +75,17 @@ Mean = _bounded_float(-MAX_NORM, MAX_NORM)
 Std = _bounded_float(MIN_STD, MAX_NORM)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _no_control(value: Any) -> Any:
+    """A name shown in the terminal and the report: no control characters (ANSI escapes, newlines
+    would restyle or forge lines of the verdict table)."""
+    if isinstance(value, str) and _CONTROL.search(value):
+        raise ValueError("control characters (newlines, tabs, ANSI escapes) are not allowed")
+    return value
+
+
 def _path_text(value: Any) -> Any:
     if isinstance(value, str) and not value.strip():
         raise ValueError("expected a path, got an empty string")
@@ -125,6 +136,8 @@ class AuditSection(Strict):
     seed: Seed = Field(0, description=(
         f"Seed of every random choice (sampling, randomization, noise): 0 to {MAX_SEED}."))
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    _name = field_validator("name")(_no_control)
 
 
 class Preprocessing(Strict):
@@ -211,6 +224,8 @@ class ExplainerEntry(Strict):
     label: str | None = Field(None, description="name in the report; defaults to `name`")
     params: dict[str, Any] = Field(default_factory=dict)
 
+    _label = field_validator("label")(_no_control)
+
     @property
     def key(self) -> str:
         return self.label or self.name
@@ -234,6 +249,14 @@ class OutputSection(Strict):
         "0 to 8"))
 
     _text = field_validator("directory", mode="before")(_path_text)
+
+    @field_validator("formats")
+    @classmethod
+    def _some_format(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("expected at least one of json, junit, html, pdf (an audit that "
+                             "writes no result is not run)")
+        return value
 
 
 class PluginsSection(Strict):
@@ -291,8 +314,14 @@ class AuditSpec(Strict):
                 raise _LocatedError(f"explainers[{i}].label", "duplicate explainer label; "
                                     "give each use of an explainer its own `label`", entry.key)
             seen.add(entry.key)
+        if not self.checks:
+            raise _LocatedError("checks", "no check to run: an audit that judges nothing is not a "
+                                "pass; list at least one check", self.checks)
         for i, check in enumerate(self.checks):
             for j, name in enumerate(check.explainers or []):
+                if name in (check.explainers or [])[:j]:
+                    raise _LocatedError(f"checks[{i}].explainers[{j}]", "explainer listed twice "
+                                        "in this check (its cells would be identical)", name)
                 if name not in seen:
                     raise _LocatedError(f"checks[{i}].explainers[{j}]", "not an explainer of this "
                                         f"spec (expected one of: {', '.join(sorted(seen))})", name)
@@ -323,12 +352,16 @@ def folder_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:100].strip("._-") or "audit"
 
 
-class _LocatedError(ValueError):
-    """A cross-field error that knows its own spec path."""
+class LocatedError(ValueError):
+    """An error raised inside a validator that knows its own spec path, relative to the model
+    being validated (``spec_error_from`` prefixes it: ``checks[0].thresholds`` + ``ssim``)."""
 
     def __init__(self, path: str, message: str, value: Any):
         super().__init__(message)
         self.path, self.value = path, value
+
+
+_LocatedError = LocatedError
 
 
 def load_spec(path: str | Path) -> AuditSpec:
@@ -374,8 +407,9 @@ def spec_error_from(exc: ValidationError, prefix: str = "", root: type[BaseModel
     """Turn the first pydantic error into a one-line `SpecError` (path, value, expectation)."""
     err = exc.errors()[0]
     cause = (err.get("ctx") or {}).get("error")
-    if isinstance(cause, _LocatedError):
-        return SpecError(cause.path, str(cause), cause.value)
+    if isinstance(cause, LocatedError):
+        return SpecError(f"{prefix}.{cause.path}" if prefix else cause.path, str(cause),
+                         cause.value)
     loc = [part for part in err["loc"] if not _is_pydantic_tag(part)]
     path = join_path(prefix, loc)
     message = err["msg"].removeprefix("Value error, ")
