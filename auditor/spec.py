@@ -163,6 +163,16 @@ class Preprocessing(Strict):
         return value
 
 
+def _distinct_names(value: list[str] | None) -> list[str] | None:
+    """Refuse a class-name list with duplicates: labels are mapped to classes by name."""
+    if value is not None:
+        seen: set[str] = set()
+        dups = sorted({n for n in value if n in seen or seen.add(n)})
+        if dups:
+            raise ValueError(f"duplicate class names: {', '.join(dups)}")
+    return value
+
+
 class ModelSection(Strict):
     """Exactly one of ``architecture`` (torchvision), ``factory`` or ``torchscript``."""
 
@@ -184,6 +194,7 @@ class ModelSection(Strict):
 
     _texts = field_validator("torchscript", "weights", mode="before")(_path_text)
     _paths = field_validator("torchscript", "weights")(_existing_file)
+    _names = field_validator("class_names")(_distinct_names)
 
     @field_validator("factory")
     @classmethod
@@ -217,6 +228,7 @@ class DataSection(Strict):
 
     _text = field_validator("path", mode="before")(_path_text)
     _path = field_validator("path")(_existing_path)
+    _classes = field_validator("classes")(_distinct_names)
 
 
 class ExplainerEntry(Strict):
