@@ -339,6 +339,15 @@ class AuditSpec(Strict):
                                         f"spec (expected one of: {', '.join(sorted(seen))})", name)
         return self
 
+    @model_validator(mode="after")
+    def _class_names_agree(self) -> "AuditSpec":
+        """Labels are mapped to the model's classes by name: two name lists must be identical."""
+        names, classes = self.model.class_names, self.data.classes
+        if names is not None and classes is not None and names != classes:
+            raise _LocatedError("data.classes", "differs from model.class_names (in order or "
+                                f"content): expected [{', '.join(names)}]", classes)
+        return self
+
     def output_directory(self) -> Path:
         """``output.directory`` as given, else ``reports/<folder_name(audit.name)>``."""
         if self.output.directory is not None:

@@ -39,3 +39,14 @@ def test_distinct_class_names_accepted(tiny_dir):
     spec = tiny_spec_dict(tiny_dir)
     spec["data"]["classes"] = ["a", "b"]
     assert parse_spec(spec, tiny_dir).data.classes == ["a", "b"]
+
+
+@pytest.mark.parametrize("classes", [["b", "a"], ["a", "c"], ["a"]])
+def test_data_classes_must_equal_model_class_names(tiny_dir, classes):
+    spec = tiny_spec_dict(tiny_dir)
+    spec["model"]["class_names"] = ["a", "b"]
+    spec["data"]["classes"] = classes
+    with pytest.raises(SpecError) as info:
+        parse_spec(spec, tiny_dir)
+    assert str(info.value).startswith("data.classes:")
+    assert "model.class_names" in str(info.value)
